@@ -1,0 +1,43 @@
+"""The ``optizoo`` command.
+
+Each sub-command lives in the module that owns its feature; that module exposes
+``register(subparsers)`` which adds the sub-parser and sets ``func`` (a callable taking the parsed
+``argparse.Namespace`` and returning an exit code). :data:`COMMAND_MODULES` lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: Modules that contribute sub-commands, each with ``register(subparsers)``.
+COMMAND_MODULES: tuple[str, ...] = ("optizoo.plugins_cli",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="optizoo", description="Learned optimizers for PyTorch.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from optizoo import __version__
+
+        print(__version__)
+        return 0
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,388 @@
+"""``torch.optim`` adapters: run any :class:`~optizoo.rules.UpdateRule` as a drop-in optimizer.
+
+:class:`LearnedOptimizer` owns param groups and per-parameter state like every torch optimizer.
+In :meth:`~LearnedOptimizer.step` it gathers the gradients of a whole param group into one flat
+batch, calls the rule once per chunk of at most ``max_chunk`` coordinates under ``no_grad``,
+writes the new state back on each parameter's device and applies ``p.add_(update, alpha=lr)``.
+``lr`` scales the whole update, so ``lr=0`` changes nothing and every
+``torch.optim.lr_scheduler`` works.
+
+Non-finite gradients: coordinates whose gradient is ``inf`` or ``nan`` get a zero update and keep
+their previous state for that step (the rule's hidden state is never polluted); all other
+coordinates step normally and training continues. This runs on-device, without host
+synchronisation. Pass ``skip_nonfinite=False`` to save the masking cost when gradients are known
+to be finite (e.g. under ``torch.amp.GradScaler``, which already skips such steps).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from copy import deepcopy
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from optizoo.errors import StateMismatchError
+from optizoo.rules.base import UpdateRule, weights_sha256
+
+__all__ = ["LSTMOptimizer", "LearnedOptimizer"]
+
+_META_KEY = "optizoo"
+_DEFAULT_MAX_CHUNK = 1 << 16
+
+
+def _flat(t: Tensor) -> Tensor:
+    """A 1-D real view (or copy, if non-contiguous) of ``t``; complex becomes (re, im) pairs."""
+    if t.is_complex():
+        t = torch.view_as_real(t)
+    return t.reshape(-1)
+
+
+def _real_numel(p: Tensor) -> int:
+    return p.numel() * (2 if p.is_complex() else 1)
+
+
+def _chunks(sizes: list[int], max_chunk: int) -> list[list[tuple[int, int, int]]]:
+    """Split the concatenation of tensors of ``sizes`` into chunks of at most ``max_chunk``.
+
+    Each chunk is a list of segments ``(tensor_index, start, stop)`` in flat coordinates.
+    """
+    chunks: list[list[tuple[int, int, int]]] = [[]]
+    room = max_chunk
+    for i, n in enumerate(sizes):
+        start = 0
+        while start < n:
+            if room == 0:
+                chunks.append([])
+                room = max_chunk
+            stop = min(n, start + room)
+            chunks[-1].append((i, start, stop))
+            room -= stop - start
+            start = stop
+    return [c for c in chunks if c]
+
+
+class LearnedOptimizer(torch.optim.Optimizer):
+    """A ``torch.optim.Optimizer`` that runs an :class:`~optizoo.rules.UpdateRule`.
+
+    Args:
+        params: parameters or param groups, as for any torch optimizer.
+        rule: the update rule (its meta-parameters are not trained by this optimizer).
+        lr: multiplies the rule's whole update (``p += lr * update``); ``1.0`` uses the rule as
+            trained. Schedulers change it per group.
+        maximize: ascend instead of descend (the rule sees ``-grad``).
+        max_chunk: most coordinates handed to the rule in one call (bounds temporary memory).
+        skip_nonfinite: mask non-finite gradient coordinates (see module docstring).
+        weights_name: a name recorded in ``state_dict`` to identify the rule's weights.
+
+    Example:
+        >>> opt = LearnedOptimizer(model.parameters(), rule=optizoo.rules.Adam(lr=1e-3))
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        rule: UpdateRule,
+        lr: float = 1.0,
+        *,
+        maximize: bool = False,
+        max_chunk: int = _DEFAULT_MAX_CHUNK,
+        skip_nonfinite: bool = True,
+        weights_name: str = "custom",
+    ) -> None:
+        if not isinstance(rule, UpdateRule):
+            raise TypeError(
+                f"rule must be an optizoo.rules.UpdateRule instance, got {type(rule).__name__}; "
+                "build one with e.g. optizoo.rules.LSTMRule() or optizoo.rules.Adam(lr=1e-3)"
+            )
+        _check_lr(lr)
+        if not (isinstance(max_chunk, int) and max_chunk > 0):
+            raise ValueError(f"max_chunk must be a positive int, got {max_chunk!r}")
+        self.rule = rule
+        self.max_chunk = max_chunk
+        self.skip_nonfinite = bool(skip_nonfinite)
+        self.weights_name = str(weights_name)
+        self._rule_cache: dict[torch.device, tuple[tuple, UpdateRule]] = {}
+        super().__init__(params, {"lr": lr, "maximize": bool(maximize)})
+
+    # ------------------------------------------------------------------ groups and validation
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if "lr" in param_group:
+            _check_lr(param_group["lr"])
+        params = param_group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        for p in params:
+            if not (p.is_floating_point() or p.is_complex()):
+                raise TypeError(
+                    f"cannot optimize a parameter of dtype {p.dtype}: parameters must be "
+                    "floating point or complex"
+                )
+        super().add_param_group(param_group)
+
+    # ------------------------------------------------------------------ the step
+    def _rule_on(self, device: torch.device) -> UpdateRule:
+        """The rule with its meta-parameters on ``device`` (a cached copy when it lives elsewhere)."""
+        tensors = list(self.rule.parameters()) + list(self.rule.buffers())
+        if all(t.device == device for t in tensors):
+            return self.rule
+        version = tuple((id(t), t._version) for t in tensors)
+        cached = self._rule_cache.get(device)
+        if cached is None or cached[0] != version:
+            cached = (version, deepcopy(self.rule).to(device))
+            self._rule_cache[device] = cached
+        return cached[1]
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            self._step_group(group)
+        return loss
+
+    def _step_group(self, group: dict[str, Any]) -> None:
+        # Bucket the group's parameters so that one rule call sees a homogeneous batch.
+        buckets: dict[tuple, list[Tensor]] = defaultdict(list)
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise TypeError(
+                    "LearnedOptimizer does not support sparse gradients; use dense gradients "
+                    "(e.g. nn.Embedding(sparse=False))"
+                )
+            state = self.state[p]
+            sdtype = self.rule.state_dtype(p.real.dtype if p.is_complex() else p.dtype)
+            if not state:
+                flat = _flat(p.detach()).to(sdtype)
+                state["step"] = 0
+                state.update(self.rule.init_state(flat))
+            buckets[(p.device, p.dtype, sdtype, state["step"])].append(p)
+        for (device, _pdtype, sdtype, step), params in buckets.items():
+            self._step_bucket(params, device, sdtype, step + 1, group["lr"], group["maximize"])
+
+    def _step_bucket(
+        self,
+        params: list[Tensor],
+        device: torch.device,
+        sdtype: torch.dtype,
+        step: int,
+        lr: float,
+        maximize: bool,
+    ) -> None:
+        rule = self._rule_on(device)
+        sizes = [_real_numel(p) for p in params]
+        grads = torch.cat([_flat(p.grad) for p in params]).to(sdtype)
+        if maximize:
+            grads = grads.neg_()
+        flat_params = (
+            torch.cat([_flat(p.detach()) for p in params]).to(sdtype) if rule.needs_param else None
+        )
+        states = [self.state[p] for p in params]
+        keys = [k for k in states[0] if k != "step"]
+        offsets = [0]
+        for n in sizes:
+            offsets.append(offsets[-1] + n)
+
+        updates = []
+        for segs in _chunks(sizes, self.max_chunk):
+            lo = offsets[segs[0][0]] + segs[0][1]
+            hi = offsets[segs[-1][0]] + segs[-1][2]
+            g = grads[lo:hi]
+            old = {k: torch.cat([states[i][k][a:b] for i, a, b in segs]) for k in keys}
+            if self.skip_nonfinite:
+                finite = torch.isfinite(g)
+                g = torch.where(finite, g, torch.zeros((), dtype=g.dtype, device=g.device))
+            param = flat_params[lo:hi] if flat_params is not None else None
+            update, new = rule(g, old, param=param, step=step)
+            if self.skip_nonfinite:
+                update = torch.where(
+                    finite, update, torch.zeros((), dtype=update.dtype, device=device)
+                )
+                new = {
+                    k: torch.where(finite.view(-1, *([1] * (v.dim() - 1))), v, old[k])
+                    for k, v in new.items()
+                }
+            if keys:
+                dst = [states[i][k][a:b] for k in keys for i, a, b in segs]
+                src = [s for k in keys for s in torch.split(new[k], [b - a for _, a, b in segs])]
+                torch._foreach_copy_(dst, src)
+            updates.append(update)
+
+        update = updates[0] if len(updates) == 1 else torch.cat(updates)
+        views = [torch.view_as_real(p) if p.is_complex() else p for p in params]
+        update = update.to(views[0].dtype)
+        pieces = [u.view(v.shape) for u, v in zip(torch.split(update, sizes), views)]
+        if lr != 1.0:
+            torch._foreach_add_(views, pieces, alpha=lr)
+        else:
+            torch._foreach_add_(views, pieces)
+        for s in states:
+            s["step"] = step
+
+    # ------------------------------------------------------------------ state_dict
+    def _identity(self) -> dict[str, str]:
+        return {
+            "rule": self.rule.rule_name,
+            "weights": self.weights_name,
+            "sha256": weights_sha256(self.rule),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's optimizer state plus ``"optizoo"``: the rule name and weights (name, sha256)."""
+        sd = super().state_dict()
+        sd[_META_KEY] = self._identity()
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state made by :meth:`state_dict` of an optimizer with the *same* rule weights.
+
+        Refuses (``StateMismatchError``) a state from another optimizer class or made with other
+        weights. Per-coordinate state keeps the rule's state dtype (float32 for bf16 params).
+        """
+        if not isinstance(state_dict, dict) or "state" not in state_dict:
+            raise ValueError(
+                "not an optimizer state_dict: expected a dict with 'state' and 'param_groups'"
+            )
+        meta = state_dict.get(_META_KEY)
+        if meta is None:
+            raise StateMismatchError(
+                "this state_dict was not made by an optizoo LearnedOptimizer (no 'optizoo' "
+                "entry); a torch optimizer's state cannot be loaded into a learned optimizer"
+            )
+        mine = self._identity()
+        if meta.get("rule") != mine["rule"] or meta.get("sha256") != mine["sha256"]:
+            raise StateMismatchError(
+                f"optimizer state was made with rule {meta.get('rule')!r} weights "
+                f"{meta.get('weights')!r} (sha256 {str(meta.get('sha256'))[:12]}…), but this "
+                f"optimizer has rule {mine['rule']!r} weights {mine['weights']!r} (sha256 "
+                f"{mine['sha256'][:12]}…); construct the optimizer with the same weights"
+            )
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                f"state_dict has {len(saved_groups)} param groups, optimizer has {len(self.param_groups)}"
+            )
+        id_map: dict[Any, Tensor] = {}
+        for saved, group in zip(saved_groups, self.param_groups):
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(
+                    "a param group in the state_dict has a different number of parameters "
+                    f"({len(saved['params'])}) than the optimizer's ({len(group['params'])})"
+                )
+            id_map.update(zip(saved["params"], group["params"]))
+        new_state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
+        for pid, pstate in state_dict["state"].items():
+            if pid not in id_map:
+                raise ValueError(f"state_dict has state for unknown parameter id {pid!r}")
+            p = id_map[pid]
+            sdtype = self.rule.state_dtype(p.real.dtype if p.is_complex() else p.dtype)
+            for k, v in pstate.items():
+                if k == "step":
+                    new_state[p][k] = int(v)
+                elif isinstance(v, Tensor):
+                    if v.shape[:1] != (_real_numel(p),):
+                        raise ValueError(
+                            f"state {k!r} of shape {tuple(v.shape)} does not match a parameter "
+                            f"with {_real_numel(p)} coordinates"
+                        )
+                    want = sdtype if v.is_floating_point() else v.dtype
+                    new_state[p][k] = v.detach().to(device=p.device, dtype=want).clone()
+                else:
+                    new_state[p][k] = deepcopy(v)
+        groups = []
+        for saved, group in zip(saved_groups, self.param_groups):
+            g = {k: deepcopy(v) for k, v in saved.items() if k != "params"}
+            if "lr" in g:
+                _check_lr(g["lr"])
+            g["params"] = group["params"]
+            groups.append(g)
+        self.state = new_state
+        self.param_groups = groups
+
+    # ------------------------------------------------------------------ copy / pickle
+    def __getstate__(self) -> dict[str, Any]:
+        # torch's Optimizer.__getstate__ keeps only defaults/state/param_groups: keep the rule too.
+        state = dict(self.__dict__)
+        state["_rule_cache"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._rule_cache = {}
+
+    def __repr__(self) -> str:
+        head = f"{type(self).__name__}(rule={self.rule.rule_name}, weights={self.weights_name!r}"
+        groups = ", ".join(
+            f"group {i}: lr={g['lr']}, {len(g['params'])} params"
+            for i, g in enumerate(self.param_groups)
+        )
+        return f"{head}; {groups})"
+
+
+class LSTMOptimizer(LearnedOptimizer):
+    """The coordinate-wise LSTM optimizer as a drop-in ``torch.optim`` replacement.
+
+    Args:
+        params: parameters or param groups.
+        lr: multiplies the learned update (``1.0`` = as meta-trained).
+        weights: ``"default"`` (the shipped default optimizer), a pretrained name from
+            :func:`optizoo.list_pretrained`, a path to a ``.safetensors`` weight file, or ``None``
+            for a freshly initialized LSTM (the starting point for meta-training; it does not
+            optimize anything well until trained).
+        rule_kwargs: with ``weights=None``, keyword arguments of :class:`optizoo.rules.LSTMRule`.
+        maximize, max_chunk, skip_nonfinite: as in :class:`LearnedOptimizer`.
+
+    Example:
+        >>> opt = optizoo.LSTMOptimizer(model.parameters())
+        >>> opt.zero_grad(); loss_fn(model(x), y).backward(); opt.step()
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1.0,
+        *,
+        weights: str | None = "default",
+        maximize: bool = False,
+        max_chunk: int = _DEFAULT_MAX_CHUNK,
+        skip_nonfinite: bool = True,
+        rule_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        from optizoo.rules.lstm import LSTMRule
+
+        if weights is None:
+            rule: UpdateRule = LSTMRule(**(rule_kwargs or {}))
+            name = "init"
+        else:
+            if rule_kwargs:
+                raise ValueError("rule_kwargs only applies with weights=None (a fresh LSTM)")
+            from optizoo.zoo.format import rule_from_file
+            from optizoo.zoo.registry import resolve
+
+            path, name = resolve(weights)
+            rule = rule_from_file(path, expect_rule="lstm")
+        super().__init__(
+            params,
+            rule,
+            lr,
+            maximize=maximize,
+            max_chunk=max_chunk,
+            skip_nonfinite=skip_nonfinite,
+            weights_name=name,
+        )
+
+
+def _check_lr(lr: Any) -> None:
+    if isinstance(lr, Tensor):
+        if lr.numel() != 1:
+            raise ValueError(f"lr must be a scalar, got a tensor of shape {tuple(lr.shape)}")
+        lr = float(lr)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
+        raise ValueError(f"Invalid learning rate: {lr!r} (lr must be a finite number >= 0)")

@@ -1,0 +1,93 @@
+"""Gradient preprocessors: map a flat gradient ``[n]`` to per-coordinate features ``[n, k]``.
+
+A preprocessor is an ``nn.Module`` with a class attribute ``out_features`` (``k``) and a
+``config()`` returning its constructor arguments. Built-ins are registered by name through the
+plugin hooks (``optizoo.plugins``), so third-party preprocessors are found the same way::
+
+    pre = optizoo.preprocess.get("log_sign")(p=10.0)
+    features = pre(grad)          # [n, 2]
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Identity", "LogSign", "Preprocessor", "available", "get"]
+
+
+class Preprocessor(nn.Module):
+    """Base class: ``forward(grad[n]) -> features[n, out_features]``."""
+
+    #: Number of features per coordinate.
+    out_features: ClassVar[int] = 1
+
+    def forward(self, grad: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable constructor arguments."""
+        return {}
+
+
+class Identity(Preprocessor):
+    """The raw gradient times ``scale`` as a single feature: ``[n] -> [n, 1]``."""
+
+    out_features = 1
+
+    def __init__(self, scale: float = 1.0) -> None:
+        super().__init__()
+        if not math.isfinite(scale) or scale <= 0:
+            raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+        self.scale = float(scale)
+
+    def forward(self, grad: Tensor) -> Tensor:
+        return (grad * self.scale).unsqueeze(-1)
+
+    def config(self) -> dict[str, Any]:
+        return {"scale": self.scale}
+
+
+class LogSign(Preprocessor):
+    """Log-and-sign preprocessing of Andrychowicz et al. (2016), appendix A.
+
+    For ``|g| >= e^-p``: ``(log|g| / p, sign g)``; otherwise ``(-1, e^p g)``. Both features lie in
+    ``[-1, 1]`` for gradients below ``e^p`` in magnitude, whatever the gradient's scale. ``p`` is
+    10 in the paper.
+    """
+
+    out_features = 2
+
+    def __init__(self, p: float = 10.0) -> None:
+        super().__init__()
+        if not math.isfinite(p) or p <= 0:
+            raise ValueError(f"p must be a positive finite number, got {p!r}")
+        self.p = float(p)
+
+    def forward(self, grad: Tensor) -> Tensor:
+        p = self.p
+        big = grad.abs() >= math.exp(-p)
+        # clamp_min keeps log finite on the branch that is discarded (no NaN in gradients)
+        log_part = torch.where(big, grad.abs().clamp_min(math.exp(-p)).log() / p, -1.0)
+        sign_part = torch.where(big, torch.sign(grad), grad * math.exp(p))
+        return torch.stack((log_part, sign_part), dim=-1)
+
+    def config(self) -> dict[str, Any]:
+        return {"p": self.p}
+
+
+def get(name: str) -> type[Preprocessor]:
+    """The preprocessor class registered under ``name`` (built-in or from a plugin)."""
+    from optizoo import plugins
+
+    return plugins.get("preprocessors", name)
+
+
+def available() -> list[str]:
+    """Names of every registered preprocessor."""
+    from optizoo import plugins
+
+    return sorted(plugins.registry("preprocessors"))

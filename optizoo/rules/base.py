@@ -1,0 +1,102 @@
+"""The :class:`UpdateRule` interface every optizoo optimizer implements.
+
+An update rule is an ``nn.Module`` whose parameters are its *meta-parameters* (LSTM weights, or a
+log learning rate and a momentum logit). It maps a flat batch of ``n`` gradient coordinates plus
+per-coordinate state to an update of the same shape plus the new state::
+
+    state = rule.init_state(flat_params)                     # {name: Tensor[n, ...]}
+    update, state = rule(grad, state, param=flat_params, step=1)
+    new_params = flat_params + update
+
+Rules are *coordinate-wise*: coordinate ``i``'s update depends only on coordinate ``i``'s gradient
+history (and the step number), so any set of parameters can be flattened into one batch.
+``forward`` is pure: it never mutates its inputs, so the same code is differentiated through by the
+meta-trainer and run under ``torch.no_grad()`` by :class:`optizoo.optim.LearnedOptimizer`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+State = dict[str, Tensor]
+
+
+class UpdateRule(nn.Module):
+    """Base class of update rules (learned and hand-designed).
+
+    Subclasses set :attr:`rule_name` (the registry name written into weight files), implement
+    :meth:`init_state` and :meth:`forward`, and return their constructor arguments from
+    :meth:`config` so that ``type(rule)(**rule.config())`` rebuilds the same architecture.
+    """
+
+    #: Registry name of the rule, recorded in weight files as ``optizoo.rule``.
+    rule_name: ClassVar[str] = "rule"
+    #: Whether :meth:`forward` reads ``param`` (the current parameter values).
+    needs_param: ClassVar[bool] = False
+
+    def init_state(self, flat: Tensor) -> State:
+        """Fresh per-coordinate state for the coordinates ``flat`` (shape ``[n]``).
+
+        Every returned tensor has leading dimension ``n`` and lives on ``flat``'s device.
+        """
+        return {}
+
+    def state_dtype(self, param_dtype: torch.dtype) -> torch.dtype:
+        """The dtype state (and the rule's arithmetic) uses for parameters of ``param_dtype``.
+
+        float64 parameters keep float64 state; everything narrower (bf16, fp16) computes in
+        float32 so that low-precision parameters do not degrade the optimizer's memory.
+        """
+        return torch.float64 if param_dtype == torch.float64 else torch.float32
+
+    def forward(
+        self, grad: Tensor, state: State, *, param: Tensor | None = None, step: int
+    ) -> tuple[Tensor, State]:
+        """Compute the update for one step.
+
+        Args:
+            grad: flat gradient, shape ``[n]``.
+            state: per-coordinate state from :meth:`init_state` or a previous call.
+            param: flat current parameter values ``[n]`` (rules with ``needs_param``).
+            step: 1-based index of this step (1 on the first update).
+
+        Returns:
+            ``(update, new_state)``; ``update`` has ``grad``'s shape and is *added* to the
+            parameters (a descent rule returns ``-lr * direction``).
+        """
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable constructor arguments that rebuild this architecture."""
+        return {}
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+
+
+def as_meta_tensor(value: float | Tensor, name: str) -> Tensor:
+    """Convert a hyper-parameter to a float64 scalar tensor, validating it is finite."""
+    t = torch.as_tensor(value, dtype=torch.float64).detach().clone()
+    if t.numel() != 1:
+        raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(t.shape)}")
+    if not torch.isfinite(t):
+        raise ValueError(f"{name} must be finite, got {float(t)}")
+    return t.reshape(())
+
+
+def weights_sha256(module: nn.Module) -> str:
+    """sha256 over a module's ``state_dict`` (names, dtypes, shapes and raw bytes, sorted by name).
+
+    Identifies the weights an optimizer state was made with, independent of file format.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

@@ -1,0 +1,70 @@
+"""The zoo: pretrained optimizers as safetensors weight files, loaded by name or path.
+
+>>> optizoo.list_pretrained()                        # names, descriptions, training
+>>> rule = optizoo.load_rule("lstm-quadratic")         # an UpdateRule
+>>> opt = optizoo.load_pretrained("default", model.parameters())
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from torch import Tensor
+
+from optizoo.rules.base import UpdateRule
+from optizoo.zoo.format import FORMAT_VERSION, read_metadata, rule_from_file, save_rule
+from optizoo.zoo.registry import all_pretrained, resolve
+
+__all__ = [
+    "FORMAT_VERSION",
+    "list_pretrained",
+    "load_pretrained",
+    "load_rule",
+    "read_metadata",
+    "save_rule",
+]
+
+
+def load_rule(weights: str | os.PathLike[str], *, expect_rule: str | None = None) -> UpdateRule:
+    """The update rule behind ``weights``: ``"default"``, a pretrained name, or a file path."""
+    path, _ = resolve(weights)
+    return rule_from_file(path, expect_rule=expect_rule)
+
+
+def load_pretrained(
+    weights: str | os.PathLike[str] = "default",
+    params: Iterable[Tensor] | Iterable[dict[str, Any]] | None = None,
+    **optimizer_kwargs: Any,
+):
+    """A ready ``LearnedOptimizer`` over ``params`` running the pretrained rule ``weights``.
+
+    With ``params=None`` returns the bare :class:`~optizoo.rules.UpdateRule` instead.
+    """
+    from optizoo.optim import LearnedOptimizer
+
+    path, name = resolve(weights)
+    rule = rule_from_file(path)
+    if params is None:
+        return rule
+    return LearnedOptimizer(params, rule, weights_name=name, **optimizer_kwargs)
+
+
+def list_pretrained() -> list[dict[str, Any]]:
+    """One dict per pretrained optimizer: name, source, rule, description, training record."""
+    out = []
+    for entry in all_pretrained().values():
+        meta = entry.metadata()
+        training = meta.get("optizoo.training", {})
+        out.append(
+            {
+                "name": entry.name,
+                "source": entry.source,
+                "rule": meta.get("optizoo.rule"),
+                "description": meta.get("description", ""),
+                "trained_on": training.get("tasks", training.get("task")),
+                "path": str(entry.path),
+            }
+        )
+    return out

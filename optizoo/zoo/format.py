@@ -1,0 +1,177 @@
+"""Weight files: any update rule as safetensors with self-describing metadata.
+
+Tensors are the rule's ``state_dict()``. Metadata (``str -> str``; nested values as JSON):
+
+========================  ==============================================================
+``optizoo.format``        schema version (:data:`FORMAT_VERSION`)
+``optizoo.rule``          registry name of the rule class (``"lstm"``, ``"adam"``...)
+``optizoo.config``        JSON constructor arguments (architecture, preprocessor, scale)
+``optizoo.training``      JSON training record: tasks, unroll, horizon, meta-steps, seeds,
+                          final metrics against tuned baselines
+``optizoo.versions``      JSON versions of optizoo and torch that wrote the file
+``license``               licence of the weights
+``description``           one line saying what the optimizer is for
+========================  ==============================================================
+
+Loading checks the schema version, that the rule is known, and that every tensor matches the
+configured architecture, and refuses otherwise with a :class:`~optizoo.errors.WeightsError`.
+Nothing is ever unpickled. Saving is atomic (temp file + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from optizoo.errors import WeightsError
+from optizoo.rules.base import UpdateRule
+
+__all__ = ["FORMAT_VERSION", "read_metadata", "rule_from_file", "save_rule"]
+
+FORMAT_VERSION = "1"
+_JSON_KEYS = ("optizoo.config", "optizoo.training", "optizoo.versions")
+
+
+def _versions() -> dict[str, str]:
+    import optizoo
+
+    return {"optizoo": optizoo.__version__, "torch": torch.__version__.split("+")[0]}
+
+
+def save_rule(
+    rule: UpdateRule,
+    path: str | os.PathLike[str],
+    *,
+    training: dict[str, Any] | None = None,
+    description: str = "",
+    license: str = "MIT",
+    extra: dict[str, str] | None = None,
+) -> Path:
+    """Write ``rule`` to ``path`` as a safetensors weight file with optizoo metadata (atomically).
+
+    Args:
+        rule: any :class:`~optizoo.rules.UpdateRule`.
+        path: destination ``.safetensors`` file; parent directories are created.
+        training: JSON-serialisable training record (tasks, unroll, horizon, meta_steps,
+            seeds, metrics...).
+        description: one line for ``optizoo list`` and the model card.
+        license: licence of the weights.
+        extra: additional ``str -> str`` metadata.
+
+    Returns:
+        The written path.
+    """
+    if not isinstance(rule, UpdateRule):
+        raise TypeError(f"save_rule needs an optizoo UpdateRule, got {type(rule).__name__}")
+    path = Path(path)
+    metadata = {
+        "optizoo.format": FORMAT_VERSION,
+        "optizoo.rule": rule.rule_name,
+        "optizoo.config": json.dumps(rule.config(), sort_keys=True),
+        "optizoo.training": json.dumps(training or {}, sort_keys=True),
+        "optizoo.versions": json.dumps(_versions(), sort_keys=True),
+        "license": license,
+        "description": description,
+        **(extra or {}),
+    }
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in rule.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The optizoo metadata of a weight file, JSON fields decoded. Raises ``WeightsError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weight file {str(path)!r} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(
+            f"{str(path)!r} is not a readable safetensors file (truncated or corrupt?): {exc}"
+        ) from exc
+    if "optizoo.format" not in raw:
+        raise WeightsError(
+            f"{str(path)!r} is a safetensors file but not an optizoo weight file "
+            "(no 'optizoo.format' metadata); save rules with optizoo.save_rule"
+        )
+    if raw["optizoo.format"] != FORMAT_VERSION:
+        raise WeightsError(
+            f"{str(path)!r} has optizoo weight format {raw['optizoo.format']!r}; this optizoo "
+            f"reads format {FORMAT_VERSION!r} (upgrade optizoo or re-publish the file)"
+        )
+    meta: dict[str, Any] = dict(raw)
+    for key in _JSON_KEYS:
+        try:
+            meta[key] = json.loads(raw.get(key, "{}"))
+        except json.JSONDecodeError as exc:
+            raise WeightsError(f"{str(path)!r}: metadata {key!r} is not valid JSON: {exc}") from exc
+    return meta
+
+
+def rule_from_file(path: str | os.PathLike[str], *, expect_rule: str | None = None) -> UpdateRule:
+    """Rebuild the rule a weight file describes and load its tensors.
+
+    Args:
+        path: a ``.safetensors`` file written by :func:`save_rule`.
+        expect_rule: if given, the rule name the file must hold (e.g. ``"lstm"``).
+    """
+    from optizoo import rules
+
+    meta = read_metadata(path)
+    name = meta["optizoo.rule"]
+    if expect_rule is not None and name != expect_rule:
+        raise WeightsError(
+            f"{str(path)!r} holds a {name!r} rule, but a {expect_rule!r} rule was expected"
+        )
+    try:
+        cls = rules.get(name)
+    except KeyError as exc:
+        raise WeightsError(
+            f"{str(path)!r} needs update rule {name!r}, which is not installed "
+            f"(available: {', '.join(rules.available())}); install the plugin that provides it"
+        ) from exc
+    try:
+        rule = cls(**meta["optizoo.config"])
+    except (TypeError, ValueError) as exc:
+        raise WeightsError(f"{str(path)!r}: config does not fit rule {name!r}: {exc}") from exc
+    expected = rule.state_dict()
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{str(path)!r}: cannot read tensors (corrupt file?): {exc}") from exc
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise WeightsError(
+            f"{str(path)!r} does not match its config for rule {name!r}: "
+            f"missing tensors {missing}, unexpected tensors {unexpected}"
+        )
+    for key, want in expected.items():
+        got = tensors[key]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise WeightsError(
+                f"{str(path)!r}: tensor {key!r} is {got.dtype}{list(got.shape)}, the config "
+                f"needs {want.dtype}{list(want.shape)}"
+            )
+        if got.is_floating_point() and not torch.isfinite(got).all():
+            raise WeightsError(f"{str(path)!r}: tensor {key!r} has non-finite values")
+    rule.load_state_dict(tensors)
+    return rule

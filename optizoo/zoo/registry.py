@@ -1,0 +1,117 @@
+"""Names of pretrained optimizers: the ones shipped in the package and those from plugins.
+
+Shipped files live in ``optizoo/zoo/pretrained/`` with a ``MANIFEST.json`` mapping each file name
+to its sha256; a shipped file whose bytes differ from the manifest is refused. Plugins register
+``name -> path`` through the ``optizoo_pretrained`` hook.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optizoo.errors import WeightsError
+
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+MANIFEST = PRETRAINED_DIR / "MANIFEST.json"
+#: what ``weights="default"`` means
+DEFAULT_NAME_FILE = PRETRAINED_DIR / "DEFAULT"
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _manifest() -> dict[str, str]:
+    if not MANIFEST.is_file():
+        return {}
+    return json.loads(MANIFEST.read_text())
+
+
+def shipped() -> dict[str, Path]:
+    """``{name: path}`` of the weight files shipped inside the package (name = file stem)."""
+    return {Path(f).stem: PRETRAINED_DIR / f for f in sorted(_manifest())}
+
+
+def verify_shipped(path: Path) -> None:
+    """Refuse a shipped file whose sha256 differs from the manifest (truncated or altered)."""
+    want = _manifest().get(path.name)
+    if want is None:
+        raise WeightsError(f"{path.name!r} is not listed in the shipped MANIFEST.json")
+    got = sha256_file(path)
+    if got != want:
+        raise WeightsError(
+            f"shipped weight file {path.name!r} is corrupt or altered: sha256 {got[:16]}… does "
+            f"not match the manifest's {want[:16]}…; reinstall optizoo"
+        )
+
+
+def default_name() -> str:
+    if DEFAULT_NAME_FILE.is_file():
+        return DEFAULT_NAME_FILE.read_text().strip()
+    raise WeightsError(
+        "this optizoo build ships no default weights; pass weights=None for a fresh LSTM or a "
+        "path to a .safetensors file"
+    )
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """One named pretrained optimizer."""
+
+    name: str
+    path: Path
+    source: str  # "optizoo" for shipped files, else the plugin's distribution
+
+    def metadata(self) -> dict[str, Any]:
+        from optizoo.zoo.format import read_metadata
+
+        return read_metadata(self.path)
+
+
+def all_pretrained() -> dict[str, Pretrained]:
+    """Every named pretrained optimizer: shipped files first, then plugins'."""
+    from optizoo import plugins
+
+    out = {name: Pretrained(name, path, "optizoo") for name, path in shipped().items()}
+    for name, value in plugins.registry("pretrained").items():
+        if name in out:
+            continue
+        out[name] = Pretrained(name, Path(value), _source_of(name))
+    return out
+
+
+def _source_of(name: str) -> str:
+    from optizoo import plugins
+
+    finder = getattr(plugins, "source_of", None)
+    return finder("pretrained", name) if finder else "plugin"
+
+
+def resolve(spec: str | os.PathLike[str]) -> tuple[Path, str]:
+    """Map ``"default"``, a pretrained name or a path to ``(path, name)``; verify shipped files."""
+    spec_s = str(spec)
+    if spec_s == "default":
+        spec_s = default_name()
+    known = all_pretrained()
+    if spec_s in known:
+        entry = known[spec_s]
+        if entry.source == "optizoo":
+            verify_shipped(entry.path)
+        return entry.path, spec_s
+    path = Path(spec_s).expanduser()
+    if path.is_file():
+        return path, path.stem
+    names = ", ".join(sorted(known)) or "none"
+    raise WeightsError(
+        f"no pretrained optimizer named {spec_s!r} and no file at that path; "
+        f"pretrained names: {names}"
+    )
