@@ -34,8 +34,6 @@ _LAZY: dict[str, str] = {
     "list_pretrained": "optizoo.zoo",
     "save_rule": "optizoo.zoo",
     "load_rule": "optizoo.zoo",
-    "compare": "optizoo.compare",
-    "evaluate": "optizoo.evaluate",
 }
 _SUBMODULES = {
     "rules",

@@ -196,15 +196,20 @@ class LearnedOptimizer(torch.optim.Optimizer):
             hi = offsets[segs[-1][0]] + segs[-1][2]
             g = grads[lo:hi]
             old = {k: torch.cat([states[i][k][a:b] for i, a, b in segs]) for k in keys}
-            if self.skip_nonfinite:
+            # Non-finite gradients: mask on-device without a host sync on accelerators; on the
+            # CPU a check costs nothing, so the masking passes run only when needed.
+            mask = self.skip_nonfinite
+            if mask:
                 finite = torch.isfinite(g)
-                g = torch.where(finite, g, torch.zeros((), dtype=g.dtype, device=g.device))
+                if g.device.type == "cpu" and bool(finite.all()):
+                    mask = False
+                else:
+                    g = torch.where(finite, g, torch.zeros((), dtype=g.dtype, device=g.device))
             param = flat_params[lo:hi] if flat_params is not None else None
             update, new = rule(g, old, param=param, step=step)
-            if self.skip_nonfinite:
-                update = torch.where(
-                    finite, update, torch.zeros((), dtype=update.dtype, device=device)
-                )
+            if mask:
+                zero = torch.zeros((), dtype=update.dtype, device=device)
+                update = torch.where(finite, update, zero)
                 new = {
                     k: torch.where(finite.view(-1, *([1] * (v.dim() - 1))), v, old[k])
                     for k, v in new.items()

@@ -112,12 +112,13 @@ class LSTMRule(UpdateRule):
         H = self.hidden_size
         hs, cs = [], []
         for layer in range(self.num_layers):
-            w = self.weights[layer].to(compute)
-            b = self.biases[layer].to(compute)
-            gates = torch.addmm(b, torch.cat((x, h_prev[:, layer]), dim=1), w.t())
-            sig = torch.sigmoid(gates[:, : 3 * H])
-            i, f, o = sig[:, :H], sig[:, H : 2 * H], sig[:, 2 * H :]
-            c = f * c_prev[:, layer] + i * torch.tanh(gates[:, 3 * H :])
+            w, b = self._fused(layer, compute)
+            # one matrix product gives all four gates of every coordinate; the cell-candidate
+            # rows are pre-scaled by 2 so a single sigmoid serves all gates:
+            # tanh(z) = 2 * sigmoid(2 z) - 1
+            gates = torch.addmm(b, torch.cat((x, h_prev[:, layer]), dim=1), w.t()).sigmoid_()
+            i, f, o, g = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
+            c = torch.addcmul(f * c_prev[:, layer], i, g.mul(2.0).sub_(1.0))
             x = o * torch.tanh(c)
             hs.append(x)
             cs.append(c)
@@ -125,6 +126,15 @@ class LSTMRule(UpdateRule):
         update = (out.squeeze(-1) * self.output_scale).to(grad.dtype)
         sdt = state["h"].dtype
         return update, {"h": torch.stack(hs, 1).to(sdt), "c": torch.stack(cs, 1).to(sdt)}
+
+    def _fused(self, layer: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """Layer weights in ``dtype`` with the cell-candidate rows scaled by 2 (see forward)."""
+        H = self.hidden_size
+        scale = torch.ones(4 * H, 1, dtype=dtype, device=self.head_bias.device)
+        scale[3 * H :] = 2.0
+        w = self.weights[layer].to(dtype) * scale
+        b = self.biases[layer].to(dtype) * scale.squeeze(1)
+        return w, b
 
     def config(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,260 @@
+"""The ``optizoo compare`` and ``optizoo evaluate`` sub-commands.
+
+::
+
+    optizoo compare --task quadratic --optimizers lstm=runs/q.safetensors adam rmsprop sgd \\
+        --steps 100 --problems 100 --plot quadratic.png --json quadratic.json
+    optizoo evaluate --optimizer lstm --horizon 100 --plot card.png --json card.json
+
+Both print a markdown table to stdout (progress bars go to stderr on a terminal). Bad input
+(an unknown optimizer spec or task, malformed ``--task-args``) prints one ``error:`` line saying
+what is accepted, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, TextIO
+
+from optizoo.errors import OptizooError
+
+__all__ = ["register", "run_compare", "run_evaluate"]
+
+_SPEC_HELP = (
+    "optimizer specs: adam, rmsprop, sgd, momentum, nesterov, adamw, adagrad (torch.optim; lr "
+    "tuned unless given as e.g. adam:lr=0.01), lstm (shipped default weights), a pretrained "
+    "name, or NAME=PATH.safetensors"
+)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _grid(text: str) -> list[float]:
+    """``LOW:HIGH:NUM`` (log-spaced) or a comma list of learning rates."""
+    from optizoo.compare import log_grid
+
+    try:
+        if ":" in text:
+            low, high, num = text.split(":")
+            return log_grid(float(low), float(high), int(num))
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"bad --grid {text!r}: give LOW:HIGH:NUM (e.g. 1e-4:3:13) or a comma list ({exc})"
+        ) from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"bad --grid {text!r}: learning rates must be positive")
+    return values
+
+
+def _task_args(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(
+            f"--task-args must be a JSON object such as '{{\"batch\": 1}}': {exc}"
+        ) from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"--task-args must be a JSON object such as '{{\"batch\": 1}}', got {text!r}"
+        )
+    return value
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    parser.add_argument(
+        "--grid",
+        type=_grid,
+        default=None,
+        help="learning-rate grid for tuning: LOW:HIGH:NUM log-spaced or a comma list "
+        "(default 13 points from 1e-4 to 10^0.5)",
+    )
+    parser.add_argument("--plot", metavar="PATH", help="write the figure here (.png, .pdf, .svg)")
+    parser.add_argument("--json", metavar="PATH", help="write the full results as JSON here")
+    parser.add_argument(
+        "--band", choices=("ci", "iqr"), default="ci", help="figure band: 95%% CI or IQR"
+    )
+    parser.add_argument("--device", default=None, help="torch device, e.g. cuda (default cpu)")
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        help="torch CPU threads (default 1: small optimizees run fastest on one thread)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``optizoo compare`` and ``optizoo evaluate`` to the CLI's sub-parsers."""
+    p = subparsers.add_parser(
+        "compare",
+        help="run optimizers side by side on a task (tuned baselines, 95%% CIs)",
+        description=(
+            "Run optimizers on the same problems of a task, tune the learning rate of baselines "
+            "without one by a log-grid search on separate problems, and print mean final loss, "
+            "mean sum of losses and test loss with 95% confidence intervals. " + _SPEC_HELP + "."
+        ),
+    )
+    p.add_argument("--task", required=True, help="task name (optizoo.tasks.available())")
+    p.add_argument(
+        "--task-args", type=_task_args, default=None, help="task keyword arguments as JSON"
+    )
+    p.add_argument("--optimizers", nargs="+", required=True, metavar="SPEC", help=_SPEC_HELP)
+    p.add_argument("--steps", type=_positive_int, default=100, help="steps per problem (100)")
+    p.add_argument("--problems", type=_positive_int, default=100, help="evaluation problems (100)")
+    p.add_argument(
+        "--tune-problems", type=_positive_int, default=10, help="problems per grid point (10)"
+    )
+    p.add_argument(
+        "--tune-steps",
+        type=_positive_int,
+        default=None,
+        help="horizon of the tuning runs (default --steps)",
+    )
+    p.add_argument(
+        "--criterion",
+        choices=("final", "sum", "test"),
+        default="final",
+        help="tuning criterion: mean final loss, mean sum of losses, or mean final test loss",
+    )
+    p.add_argument(
+        "--at",
+        type=_positive_int,
+        nargs="*",
+        default=[],
+        help="also tabulate the losses after these step counts (e.g. the training horizon)",
+    )
+    _common(p)
+    p.set_defaults(func=run_compare)
+
+    e = subparsers.add_parser(
+        "evaluate",
+        help="evaluate an optimizer on the held-out suite against a tuned Adam",
+        description=(
+            "Run the evaluation suite (MLP 20 sigmoid, 40 ReLU, 2x20 ReLU, minibatch 32, a conv "
+            "net, all on the bundled digits) against torch.optim.Adam with a learning rate tuned "
+            "on separate seeds; report mean test loss with 95% CIs at multiples of the horizon."
+        ),
+    )
+    e.add_argument("--optimizer", required=True, metavar="SPEC", help=_SPEC_HELP)
+    e.add_argument("--horizon", type=_positive_int, default=100, help="meta-training horizon (100)")
+    e.add_argument(
+        "--multiples",
+        type=_positive_int,
+        nargs="+",
+        default=[1, 2, 10],
+        help="report at these multiples of the horizon (1 2 10)",
+    )
+    e.add_argument("--seeds", type=_positive_int, default=None, help="seeds per task (10)")
+    e.add_argument(
+        "--tune-seeds", type=_positive_int, default=None, help="seeds per grid point (5)"
+    )
+    e.add_argument(
+        "--tasks", nargs="+", default=None, metavar="NAME", help="only these suite tasks"
+    )
+    e.add_argument(
+        "--quick",
+        action="store_true",
+        help="3 seeds, 2 tuning seeds, 4-point grid: a smoke test, not numbers for a card",
+    )
+    _common(e)
+    e.set_defaults(func=run_evaluate)
+
+
+def _fail(command: str, exc: BaseException, err: TextIO) -> int:
+    err.write(f"optizoo {command}: error: {exc}\n")
+    return 2
+
+
+def run_compare(
+    args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """Run ``optizoo compare``; return the exit status."""
+    from optizoo.compare import DEFAULT_GRID, compare
+
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    try:
+        result = compare(
+            args.task,
+            args.optimizers,
+            steps=args.steps,
+            problems=args.problems,
+            task_args=args.task_args,
+            tune_problems=args.tune_problems,
+            tune_steps=args.tune_steps,
+            grid=args.grid or DEFAULT_GRID,
+            criterion=args.criterion,
+            seed=args.seed,
+            test_steps=None,
+            device=args.device,
+            threads=args.threads,
+            verbose=not args.quiet,
+        )
+        out.write(result.table())
+        for at in args.at:
+            out.write("\n" + result.table(at=at))
+        if args.plot:
+            path = result.plot(args.plot, band=args.band)
+            out.write(f"\nfigure: {path}\n")
+        if args.json:
+            path = result.save_json(args.json)
+            out.write(f"results: {path}\n")
+    except (OptizooError, ValueError, TypeError, KeyError) as exc:
+        return _fail("compare", exc, err)
+    return 0
+
+
+def run_evaluate(
+    args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """Run ``optizoo evaluate``; return the exit status."""
+    from optizoo.evaluate import SUITES, evaluate
+
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    try:
+        suite: Any = "default"
+        if args.tasks:
+            known = {t.name: t for t in SUITES["default"]}
+            unknown = [t for t in args.tasks if t not in known]
+            if unknown:
+                raise ValueError(
+                    f"unknown suite task(s) {unknown}; the suite has: {', '.join(known)}"
+                )
+            suite = [known[t] for t in args.tasks]
+        report = evaluate(
+            args.optimizer,
+            args.horizon,
+            suite,
+            seeds=args.seeds,
+            tune_seeds=args.tune_seeds,
+            multiples=args.multiples,
+            grid=args.grid,
+            quick=args.quick,
+            seed=args.seed,
+            device=args.device,
+            threads=args.threads,
+            verbose=not args.quiet,
+        )
+        out.write(report.table())
+        if args.plot:
+            path = report.plot(args.plot, band=args.band)
+            out.write(f"\nfigure: {path}\n")
+        if args.json:
+            path = report.save_json(args.json)
+            out.write(f"results: {path}\n")
+    except (OptizooError, ValueError, TypeError, KeyError) as exc:
+        return _fail("evaluate", exc, err)
+    return 0

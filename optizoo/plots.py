@@ -1,0 +1,194 @@
+"""Figures for comparisons and evaluations: log-scale mean loss curves with a band.
+
+Drawn with matplotlib's object API on an Agg canvas (no global backend switch, no display
+needed) and saved atomically. The band is either the Student-t confidence interval of the mean
+(``band="ci"``) or the inter-quartile range over problems (``band="iqr"``); the legend title says
+which.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from optizoo.stats import mean_ci_along, quartiles_along
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from optizoo.compare import Comparison
+    from optizoo.evaluate import EvalReport
+
+__all__ = ["band_text", "curve_with_band", "plot_comparison", "plot_evaluation", "save_figure"]
+
+BANDS = ("ci", "iqr", "none")
+
+
+def band_text(band: str, confidence: float = 0.95) -> str:
+    """Legend caption for a band kind."""
+    if band == "ci":
+        return f"mean, band: {round(confidence * 100)}% CI of the mean"
+    if band == "iqr":
+        return "mean, band: inter-quartile range"
+    return "mean"
+
+
+def _new_figure(ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (6.4, 4.4)) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 120) -> Path:
+    """Save ``fig`` to ``path`` atomically (temp file in the same folder, then ``os.replace``).
+
+    The format follows the suffix (``.png``, ``.pdf``, ``.svg``).
+    """
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".{fmt}")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format=fmt, dpi=dpi)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def curve_with_band(
+    ax: Axes,
+    x: np.ndarray,
+    curves: np.ndarray,
+    *,
+    label: str,
+    band: str = "ci",
+    confidence: float = 0.95,
+    color: Any = None,
+    **line_kwargs: Any,
+) -> None:
+    """Plot the mean over rows of ``curves`` ``[runs, len(x)]`` and a band around it.
+
+    Runs that diverged hold ``inf``: the mean is not drawn where any run diverged (the label
+    says how many did); the IQR band still is, since quartiles tolerate a few ``inf``.
+    """
+    if band not in BANDS:
+        raise ValueError(f"band must be one of {BANDS}, got {band!r}")
+    curves = np.asarray(curves, dtype=np.float64)
+    finite_rows = np.isfinite(curves).all(axis=1)
+    n_bad = int((~finite_rows).sum())
+    if n_bad:
+        label = f"{label} ({n_bad}/{curves.shape[0]} diverged)"
+    with np.errstate(invalid="ignore", over="ignore"):
+        mean, half = mean_ci_along(curves, axis=0, confidence=confidence)
+    mean = np.where(np.isfinite(mean), mean, np.nan)
+    (line,) = ax.plot(x, mean, label=label, color=color, **line_kwargs)
+    if band == "none":
+        return
+    if band == "ci":
+        lo, hi = mean - half, mean + half
+    else:
+        lo, _, hi = quartiles_along(curves, axis=0)
+    lo = np.where(np.isfinite(lo), lo, np.nan)
+    hi = np.where(np.isfinite(hi), hi, np.nan)
+    if ax.get_yscale() == "log":
+        positive = mean[np.isfinite(mean) & (mean > 0)]
+        floor = positive.min() * 1e-2 if positive.size else 1e-12
+        lo = np.where(lo > 0, lo, floor)  # a CI reaching below zero runs off the log axis
+    ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+
+
+def plot_comparison(
+    comparison: Comparison,
+    path: str | os.PathLike[str],
+    *,
+    band: str = "ci",
+    metric: str = "train",
+    title: str | None = None,
+) -> Path:
+    """Loss curves of every optimizer in ``comparison`` (log y), saved to ``path``.
+
+    ``metric="train"`` draws ``f(θ_t)`` for ``t = 0..steps``; ``"test"`` the held-out loss at the
+    measured test steps (needs a task with a test split).
+    """
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    ax.set_yscale("log")
+    for label, r in comparison.results.items():
+        if metric == "train":
+            x = np.arange(r.train.shape[1])
+            curves = r.train
+        elif metric == "test":
+            if r.test is None:
+                raise ValueError(f"{label}: no test loss was measured (task without a test split)")
+            x = np.asarray(r.trajectories.test_steps)
+            curves = r.test
+        else:
+            raise ValueError(f"metric must be 'train' or 'test', got {metric!r}")
+        curve_with_band(ax, x, curves, label=label, band=band, confidence=comparison.confidence)
+    if comparison.tune_steps != comparison.steps:
+        ax.axvline(
+            comparison.tune_steps,
+            color="0.5",
+            linestyle=":",
+            linewidth=1,
+            label=f"lr-tuning horizon ({comparison.tune_steps})",
+        )
+    ax.set_xlabel("step")
+    ax.set_ylabel("test loss" if metric == "test" else "loss (per problem)")
+    n = len(comparison.seeds)
+    ax.set_title(title or f"{comparison.task}: {n} problems")
+    ax.legend(
+        title=band_text(band, comparison.confidence), fontsize="small", title_fontsize="small"
+    )
+    ax.grid(True, which="major", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_evaluation(
+    report: EvalReport,
+    path: str | os.PathLike[str],
+    *,
+    band: str = "ci",
+    ncols: int = 3,
+) -> Path:
+    """One panel per evaluation task: test loss over steps, learned vs tuned Adam, log-log axes.
+
+    Dotted vertical lines mark the multiples of the training horizon where the table reports.
+    """
+    tasks = list(report.results.values())
+    ncols = max(1, min(ncols, len(tasks)))
+    nrows = math.ceil(len(tasks) / ncols)
+    fig = _new_figure(ncols, nrows, size=(4.6, 3.6))
+    for k, tr in enumerate(tasks):
+        ax = fig.add_subplot(nrows, ncols, k + 1)
+        ax.set_yscale("log")
+        ax.set_xscale("symlog", linthresh=max(1, min(tr.steps_measured[1:] or [1])))
+        x = np.asarray(tr.steps_measured)
+        for label, curves in tr.curves().items():
+            curve_with_band(ax, x, curves, label=label, band=band, confidence=report.confidence)
+        for m in report.multiples:
+            ax.axvline(m * report.horizon, color="0.5", linestyle=":", linewidth=1)
+        ax.set_title(tr.name, fontsize="medium")
+        ax.set_xlabel("step")
+        ax.set_ylabel("test loss")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize="x-small")
+    fig.suptitle(
+        f"{tasks[0].label} vs tuned Adam, horizon {report.horizon} "
+        f"({band_text(band, report.confidence)}, {report.seeds_count} seeds)",
+        fontsize="medium",
+    )
+    return save_figure(fig, path)
