@@ -161,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(r)
         print(f"n={n:.0e} done", file=sys.stderr, flush=True)
     mm_end = matmul_gflops()
-    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(
+        f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}"
+    )
     print(f"dense fp32 matmul: {mm:.1f} GFLOP/s at start, {mm_end:.1f} at end\n")
     print(
         "| params | tensors | LSTM step ms | Adam step ms | LSTM/Adam | LSTM GFLOP/s "

@@ -337,3 +337,19 @@ def test_repr_and_public_api():
     opt = optizoo.LSTMOptimizer([nn.Parameter(torch.zeros(2))], weights=None)
     assert "lstm" in repr(opt)
     assert isinstance(opt, torch.optim.Optimizer)
+
+
+@pytest.mark.slow
+def test_compiled_rule_matches_eager():
+    # torch.compile fuses the elementwise work; results agree to float32 rounding
+    torch.manual_seed(0)
+    rule = LSTMRule()
+    a = [nn.Parameter(torch.randn(300, 7))]
+    b = [nn.Parameter(a[0].detach().clone())]
+    oa, ob = LearnedOptimizer(a, rule), LearnedOptimizer(b, rule, compile=True)
+    for ps, o in ((a, oa), (b, ob)):
+        for _ in range(3):
+            o.zero_grad()
+            ps[0].pow(2).sum().backward()
+            o.step()
+    torch.testing.assert_close(a[0], b[0], rtol=1e-5, atol=1e-6)
