@@ -108,7 +108,7 @@ def main() -> None:
         + "\nAt 200 steps:\n\n"
         + results["sum"].table(),
     ]
-    (docs / "_quadratic_tables.md").write_text("\n\n".join(tables))
+    (docs / "_quadratic_tables.md").write_text("\n\n".join(tables))  # pasted into docs/learning-to-learn.md
     print(f"wrote {out} and docs/_quadratic_tables.md")
 
 
