@@ -28,6 +28,7 @@ _LAZY: dict[str, str] = {
     "LSTMOptimizer": "optizoo.optim",
     "PopArtHead": "optizoo.popart",
     "normalized_sgd_step": "optizoo.popart",
+    "normalized_sgd_gradients": "optizoo.popart",
     "MetaTrainer": "optizoo.meta",
     "unroll": "optizoo.meta",
     "load_pretrained": "optizoo.zoo",

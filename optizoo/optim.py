@@ -45,26 +45,6 @@ def _real_numel(p: Tensor) -> int:
     return p.numel() * (2 if p.is_complex() else 1)
 
 
-def _chunks(sizes: list[int], max_chunk: int) -> list[list[tuple[int, int, int]]]:
-    """Split the concatenation of tensors of ``sizes`` into chunks of at most ``max_chunk``.
-
-    Each chunk is a list of segments ``(tensor_index, start, stop)`` in flat coordinates.
-    """
-    chunks: list[list[tuple[int, int, int]]] = [[]]
-    room = max_chunk
-    for i, n in enumerate(sizes):
-        start = 0
-        while start < n:
-            if room == 0:
-                chunks.append([])
-                room = max_chunk
-            stop = min(n, start + room)
-            chunks[-1].append((i, start, stop))
-            room -= stop - start
-            start = stop
-    return [c for c in chunks if c]
-
-
 class LearnedOptimizer(torch.optim.Optimizer):
     """A ``torch.optim.Optimizer`` that runs an :class:`~optizoo.rules.UpdateRule`.
 
@@ -160,6 +140,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
     def _step_group(self, group: dict[str, Any]) -> None:
         # Bucket the group's parameters so that one rule call sees a homogeneous batch.
         buckets: dict[tuple, list[Tensor]] = defaultdict(list)
+        fresh: dict[tuple, list[Tensor]] = defaultdict(list)
         for p in group["params"]:
             if p.grad is None:
                 continue
@@ -168,15 +149,51 @@ class LearnedOptimizer(torch.optim.Optimizer):
                     "LearnedOptimizer does not support sparse gradients; use dense gradients "
                     "(e.g. nn.Embedding(sparse=False))"
                 )
-            state = self.state[p]
             sdtype = self.rule.state_dtype(p.real.dtype if p.is_complex() else p.dtype)
+            state = self.state[p]
             if not state:
-                flat = _flat(p.detach()).to(sdtype)
-                state["step"] = 0
-                state.update(self.rule.init_state(flat))
-            buckets[(p.device, p.dtype, sdtype, state["step"])].append(p)
+                fresh[(p.device, sdtype)].append(p)
+            buckets[(p.device, p.dtype, sdtype, state.get("step", 0))].append(p)
+        for (_device, sdtype), params in fresh.items():
+            self._init_state(params, sdtype)
         for (device, _pdtype, sdtype, step), params in buckets.items():
             self._step_bucket(params, device, sdtype, step + 1, group["lr"], group["maximize"])
+
+    def _init_state(self, params: list[Tensor], sdtype: torch.dtype) -> None:
+        """Fresh state for ``params``, allocated as one packed buffer per state key."""
+        flat = torch.cat([_flat(p.detach()) for p in params]).to(sdtype)
+        packed = self.rule.init_state(flat)
+        sizes = [_real_numel(p) for p in params]
+        for p in params:
+            self.state[p]["step"] = 0
+        for key, buf in packed.items():
+            for p, view in zip(params, torch.split(buf, sizes)):
+                self.state[p][key] = view
+
+    def _packed(self, params: list[Tensor], key: str, total: int) -> Tensor:
+        """All ``params``' state ``key`` as one ``[total, ...]`` tensor whose rows are the
+        per-parameter state tensors (views of one buffer). Re-packs (one copy) when the
+        per-parameter tensors are not adjacent, e.g. after ``load_state_dict``."""
+        tensors = [self.state[p][key] for p in params]
+        first = tensors[0]
+        expected = first.data_ptr()
+        storage = first.untyped_storage().data_ptr()
+        adjacent = True
+        for t in tensors:
+            if (
+                t.data_ptr() != expected
+                or not t.is_contiguous()
+                or t.untyped_storage().data_ptr() != storage
+            ):
+                adjacent = False
+                break
+            expected += t.numel() * t.element_size()
+        if adjacent:
+            return first.as_strided((total, *first.shape[1:]), first.stride(), first.storage_offset())
+        packed = torch.cat(tensors)
+        for p, view in zip(params, torch.split(packed, [t.shape[0] for t in tensors])):
+            self.state[p][key] = view
+        return packed
 
     def _step_bucket(
         self,
@@ -189,6 +206,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
     ) -> None:
         rule = self._rule_on(device)
         sizes = [_real_numel(p) for p in params]
+        total = sum(sizes)
         grads = torch.cat([_flat(p.grad) for p in params]).to(sdtype)
         if maximize:
             grads = grads.neg_()
@@ -197,18 +215,14 @@ class LearnedOptimizer(torch.optim.Optimizer):
             if self.rule.needs_param
             else None
         )
-        states = [self.state[p] for p in params]
-        keys = [k for k in states[0] if k != "step"]
-        offsets = [0]
-        for n in sizes:
-            offsets.append(offsets[-1] + n)
+        keys = [k for k in self.state[params[0]] if k != "step"]
+        state = {k: self._packed(params, k, total) for k in keys}
 
         updates = []
-        for segs in _chunks(sizes, self.max_chunk):
-            lo = offsets[segs[0][0]] + segs[0][1]
-            hi = offsets[segs[-1][0]] + segs[-1][2]
+        for lo in range(0, total, self.max_chunk):
+            hi = min(total, lo + self.max_chunk)
             g = grads[lo:hi]
-            old = {k: torch.cat([states[i][k][a:b] for i, a, b in segs]) for k in keys}
+            old = {k: v[lo:hi] for k, v in state.items()}  # views: no copy
             # Non-finite gradients: mask on-device without a host sync on accelerators; on the
             # CPU a check costs nothing, so the masking passes run only when needed.
             mask = self.skip_nonfinite
@@ -227,10 +241,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
                     k: torch.where(finite.view(-1, *([1] * (v.dim() - 1))), v, old[k])
                     for k, v in new.items()
                 }
-            if keys:
-                dst = [states[i][k][a:b] for k in keys for i, a, b in segs]
-                src = [s for k in keys for s in torch.split(new[k], [b - a for _, a, b in segs])]
-                torch._foreach_copy_(dst, src)
+            for k in keys:
+                old[k].copy_(new[k])  # write back in place, into every parameter's state
             updates.append(update)
 
         update = updates[0] if len(updates) == 1 else torch.cat(updates)
@@ -241,8 +253,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
             torch._foreach_add_(views, pieces, alpha=lr)
         else:
             torch._foreach_add_(views, pieces)
-        for s in states:
-            s["step"] = step
+        for p in params:
+            self.state[p]["step"] = step
 
     # ------------------------------------------------------------------ state_dict
     def _identity(self) -> dict[str, str]:
