@@ -80,13 +80,15 @@ def time_steps(opt: torch.optim.Optimizer, repeats: int) -> list[float]:
     return out
 
 
-def measure(n: int, repeats: int, max_chunk: int | None) -> dict[str, float]:
+def measure(n: int, repeats: int, max_chunk: int | None, compile: bool = False) -> dict[str, float]:
     params = make_params(n)
     set_grads(params)
     kwargs = {} if max_chunk is None else {"max_chunk": max_chunk}
+    kwargs["compile"] = compile
     lstm = LSTMOptimizer(params, weights=None, **kwargs)
     adam = torch.optim.Adam(params, lr=1e-3, foreach=True)
-    lstm.step()  # initialise state
+    lstm.step()  # initialise state (and compile, if asked)
+    lstm.step()
     adam.step()
     t_lstm, t_adam = [], []
     for _ in range(repeats):  # interleave so that noise hits both
@@ -141,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--max-chunk", type=int, default=None, help="0 or unset: the default")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    ap.add_argument("--compile", action="store_true", help="LSTMOptimizer(compile=True)")
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--_child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -154,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     mm = matmul_gflops()
     rows = []
     for n in (int(s) for s in args.sizes):
-        r = measure(n, args.repeats, max_chunk)
+        r = measure(n, args.repeats, max_chunk, args.compile)
         r["matmul_gflops"] = mm
         r["fraction_of_matmul"] = r["lstm_gflops"] / mm
         r["chunk_overhead"] = chunk_overhead(n, max_chunk)

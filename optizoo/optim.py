@@ -31,7 +31,9 @@ from optizoo.rules.base import UpdateRule, weights_sha256
 __all__ = ["LSTMOptimizer", "LearnedOptimizer"]
 
 _META_KEY = "optizoo"
-_DEFAULT_MAX_CHUNK = 1 << 16
+#: default chunk sizes: cache-sized on the CPU (measured in benchmarks/step.py), large on GPUs
+_CPU_CHUNK = 1 << 14
+_ACCELERATOR_CHUNK = 1 << 20
 
 
 def _flat(t: Tensor) -> Tensor:
@@ -54,7 +56,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
         lr: multiplies the rule's whole update (``p += lr * update``); ``1.0`` uses the rule as
             trained. Schedulers change it per group.
         maximize: ascend instead of descend (the rule sees ``-grad``).
-        max_chunk: most coordinates handed to the rule in one call (bounds temporary memory).
+        max_chunk: most coordinates handed to the rule in one call (bounds temporary memory);
+            ``None`` picks 16384 on the CPU (cache-sized) and 2^20 on accelerators.
         skip_nonfinite: mask non-finite gradient coordinates (see module docstring).
         weights_name: a name recorded in ``state_dict`` to identify the rule's weights.
         compile: run the rule through ``torch.compile`` (fuses the per-coordinate elementwise
@@ -72,7 +75,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         lr: float = 1.0,
         *,
         maximize: bool = False,
-        max_chunk: int = _DEFAULT_MAX_CHUNK,
+        max_chunk: int | None = None,
         skip_nonfinite: bool = True,
         weights_name: str = "custom",
         compile: bool = False,
@@ -83,8 +86,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 "build one with e.g. optizoo.rules.LSTMRule() or optizoo.rules.Adam(lr=1e-3)"
             )
         _check_lr(lr)
-        if not (isinstance(max_chunk, int) and max_chunk > 0):
-            raise ValueError(f"max_chunk must be a positive int, got {max_chunk!r}")
+        if max_chunk is not None and not (isinstance(max_chunk, int) and max_chunk > 0):
+            raise ValueError(f"max_chunk must be a positive int or None, got {max_chunk!r}")
         self.rule = rule
         self.max_chunk = max_chunk
         self.skip_nonfinite = bool(skip_nonfinite)
@@ -189,7 +192,9 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 break
             expected += t.numel() * t.element_size()
         if adjacent:
-            return first.as_strided((total, *first.shape[1:]), first.stride(), first.storage_offset())
+            return first.as_strided(
+                (total, *first.shape[1:]), first.stride(), first.storage_offset()
+            )
         packed = torch.cat(tensors)
         for p, view in zip(params, torch.split(packed, [t.shape[0] for t in tensors])):
             self.state[p][key] = view
@@ -218,9 +223,10 @@ class LearnedOptimizer(torch.optim.Optimizer):
         keys = [k for k in self.state[params[0]] if k != "step"]
         state = {k: self._packed(params, k, total) for k in keys}
 
+        chunk = self.max_chunk or (_CPU_CHUNK if device.type == "cpu" else _ACCELERATOR_CHUNK)
         updates = []
-        for lo in range(0, total, self.max_chunk):
-            hi = min(total, lo + self.max_chunk)
+        for lo in range(0, total, chunk):
+            hi = min(total, lo + chunk)
             g = grads[lo:hi]
             old = {k: v[lo:hi] for k, v in state.items()}  # views: no copy
             # Non-finite gradients: mask on-device without a host sync on accelerators; on the
@@ -381,7 +387,7 @@ class LSTMOptimizer(LearnedOptimizer):
         *,
         weights: str | None = "default",
         maximize: bool = False,
-        max_chunk: int = _DEFAULT_MAX_CHUNK,
+        max_chunk: int | None = None,
         skip_nonfinite: bool = True,
         compile: bool = False,
         rule_kwargs: dict[str, Any] | None = None,
