@@ -1,0 +1,313 @@
+"""Meta-training throughput and memory: optizoo's MetaTrainer against a seed-003-style loop.
+
+Workload (Andrychowicz et al. 2016 / seed 003): the quadratic task, 128 problems ``||Wθ - y||²``
+(``W`` 10×10) per batch, unroll 20, horizon 100, Adam meta-optimizer. The unit is the
+**problem-step**: one of the 128 problems advanced by one optimizer step inside meta-training.
+
+* ours: ``MetaTrainer.step()`` — the coordinate-wise ``LSTMRule`` (2×20, log-and-sign inputs) over
+  all 1280 coordinates as one batch, optimizee gradients via ``autograd.grad`` on a flat vector,
+  meta-gradient per truncation, graph cut at every truncation boundary.
+* reference: a straightforward re-implementation of seed 003's loop, written here: an
+  ``nn.LSTM(10, 20, 2)`` + ``Linear(20, 10)`` over each problem's whole 10-dim gradient vector
+  (not coordinate-wise), per-step ``loss.backward(retain_graph=True)`` to get the optimizee
+  gradient, per-step losses kept (with their graphs) for the whole horizon, meta-loss
+  ``Σ f`` per truncation backpropagated with ``retain_graph=True``. Unlike seed 003 the optimizee
+  parameters carry over from one truncation to the next (seed 003 restarts every truncation from
+  θ0, a bug), and the gradient fed to the LSTM is cloned (modern autograd accumulates later
+  backward passes into ``x.grad`` in place). Both run in the same process, interleaved, with the
+  same thread count.
+
+Memory: each (implementation, horizon) runs one episode in a fresh subprocess, which reports the
+peak of the bytes held by the autograd graph (saved-tensor hooks; deterministic) and the growth of
+the process's peak resident set.
+
+    python benchmarks/meta.py                 # table on stdout
+    python benchmarks/meta.py --markdown      # the table for docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import weakref
+
+import torch
+from torch import nn
+
+PROBLEMS, DIM, UNROLL = 128, 10, 20
+
+
+# ------------------------------------------------------------------ the seed-003-style reference
+
+
+class Seed003LSTM(nn.Module):
+    """Seed 003's optimizer: one LSTM step over the whole 10-dim gradient of each problem."""
+
+    def __init__(self, dim: int = DIM, hidden: int = 20, layers: int = 2) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(dim, hidden, layers)
+        self.linear = nn.Linear(hidden, dim)
+
+    def forward(self, grad: torch.Tensor, state):
+        out, state = self.lstm(grad.unsqueeze(0), state)
+        return self.linear(out).squeeze(0), state
+
+
+def _f(W: torch.Tensor, Y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Seed 003's quadratic: mean over the 128 problems of ||W x - y||²."""
+    return ((torch.matmul(W, x.unsqueeze(-1)).squeeze(-1) - Y) ** 2).sum(dim=1).mean(dim=0)
+
+
+class Reference:
+    """Seed 003's meta-training loop (see the module docstring for the two fixes)."""
+
+    def __init__(self, meta_lr: float = 3e-3) -> None:
+        torch.manual_seed(0)
+        self.net = Seed003LSTM()
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=meta_lr)
+        self.gen = torch.Generator().manual_seed(0)
+
+    def episode(self, horizon: int) -> int:
+        """One batch of 128 problems trained for ``horizon`` steps; returns problem-steps."""
+        W = torch.randn(PROBLEMS, DIM, DIM, generator=self.gen)
+        Y = torch.randn(PROBLEMS, DIM, generator=self.gen)
+        x = torch.zeros(PROBLEMS, DIM, requires_grad=True)
+        state = None
+        losses = []  # seed 003 keeps every loss, graph included, in Learner.losses
+        for _ in range(horizon // UNROLL):
+            x = x.detach().requires_grad_(True)
+            global_loss = 0
+            for _ in range(UNROLL):
+                loss = _f(W, Y, x)
+                global_loss = global_loss + loss
+                losses.append(loss)
+                loss.backward(retain_graph=True)
+                update, state = self.net(x.grad.clone(), state)
+                x = x + update
+                x.retain_grad()
+            self.opt.zero_grad()
+            global_loss.backward(retain_graph=True)
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
+            self.opt.step()
+            state = (state[0].detach(), state[1].detach())
+        return horizon * PROBLEMS
+
+
+class Ours:
+    """optizoo's MetaTrainer on the same workload."""
+
+    def __init__(self, horizon: int) -> None:
+        from optizoo.meta import MetaTrainer
+        from optizoo.rules import LSTMRule
+
+        torch.manual_seed(0)
+        self.trainer = MetaTrainer(
+            LSTMRule(), "quadratic", task_args={"dim": DIM, "batch": PROBLEMS}, unroll=UNROLL,
+            horizon=horizon, meta_lr=3e-3, clip=1.0, eval_every=0, checkpoint_every=0,
+            verbose=False,
+        )  # fmt: skip
+
+    def episode(self, horizon: int) -> int:
+        for _ in range(horizon // UNROLL):
+            self.trainer.step()
+        return horizon * PROBLEMS
+
+
+# ------------------------------------------------------------------ memory meter
+
+
+class _Box:
+    __slots__ = ("__weakref__", "t")
+
+    def __init__(self, t: torch.Tensor) -> None:
+        self.t = t
+
+
+class GraphMeter:
+    """Peak bytes of tensors saved for backward (alive at the same time), via saved-tensor hooks."""
+
+    def __init__(self) -> None:
+        self.live = self.peak = 0
+
+    def pack(self, t: torch.Tensor) -> _Box:
+        n = t.numel() * t.element_size()
+        self.live += n
+        self.peak = max(self.peak, self.live)
+        box = _Box(t)
+        weakref.finalize(box, self._free, n)
+        return box
+
+    def _free(self, n: int) -> None:
+        self.live -= n
+
+    @staticmethod
+    def unpack(box: _Box) -> torch.Tensor:
+        return box.t
+
+
+def _status_bytes(field: str) -> int:
+    """A memory field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in bytes (Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak_rss() -> None:
+    """Reset the peak-RSS mark to the current RSS (Linux ``clear_refs`` 5), where permitted.
+
+    ``getrusage``'s ``ru_maxrss`` cannot be used: it survives ``fork``/``exec`` and so reports
+    the parent's peak when that is larger.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def child(impl: str, horizon: int) -> dict[str, float]:
+    """One episode of ``impl`` at ``horizon`` (run in a fresh process); memory and timing."""
+    runner = Ours(horizon) if impl == "ours" else Reference()
+    runner.episode(2 * UNROLL)  # warm-up allocations
+    base = _status_bytes("VmRSS")
+    _reset_peak_rss()
+    meter = GraphMeter()
+    with torch.autograd.graph.saved_tensors_hooks(meter.pack, meter.unpack):
+        start = time.perf_counter()
+        steps = runner.episode(horizon)
+        seconds = time.perf_counter() - start
+    peak_rss = _status_bytes("VmHWM")
+    return {
+        "graph_peak_mb": meter.peak / 2**20,
+        "rss_growth_mb": max(0, peak_rss - base) / 2**20,
+        "seconds": seconds,  # slowed by the hooks: throughput is timed without them
+        "problem_steps": steps,
+    }
+
+
+def memory_table(horizons: list[int], threads: int) -> dict[tuple[str, int], dict[str, float]]:
+    out = {}
+    for impl in ("ours", "reference"):
+        for h in horizons:
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                impl,
+                "--horizon",
+                str(h),
+                "--threads",
+                str(threads),
+            ]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            out[(impl, h)] = json.loads(res.stdout.strip().splitlines()[-1])
+    return out
+
+
+# ------------------------------------------------------------------ throughput
+
+
+def throughput(repeats: int, episodes: int, horizon: int) -> dict[str, list[float]]:
+    """Interleaved timing of both implementations in this process; problem-steps/s per repeat."""
+    ours, ref = Ours(horizon), Reference()
+    ours.episode(horizon)  # warm-up
+    ref.episode(horizon)
+    result: dict[str, list[float]] = {"ours": [], "reference": []}
+    for _ in range(repeats):
+        for name, runner in (("ours", ours), ("reference", ref)):
+            start = time.perf_counter()
+            steps = sum(runner.episode(horizon) for _ in range(episodes))
+            result[name].append(steps / (time.perf_counter() - start))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds")
+    parser.add_argument("--episodes", type=int, default=2, help="episodes (horizon 100) per round")
+    parser.add_argument(
+        "--horizons", type=int, nargs="+", default=[100, 1000], help="memory horizons"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for both (default 1)")
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table")
+    parser.add_argument("--child", choices=["ours", "reference"], help=argparse.SUPPRESS)
+    parser.add_argument("--horizon", type=int, default=100, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.child:
+        print(json.dumps(child(args.child, args.horizon)))
+        return 0
+
+    tp = throughput(args.repeats, args.episodes, 100)
+    ratios = [o / r for o, r in zip(tp["ours"], tp["reference"])]
+    h0, h1 = args.horizons[0], args.horizons[-1]
+    tp_long = throughput(max(1, args.repeats // 2), 1, h1) if h1 != 100 else None
+    mem = memory_table(args.horizons, args.threads)
+    med = {k: statistics.median(v) for k, v in tp.items()}
+    rows = [
+        (
+            f"problem-steps/s, horizon 100 (median of {args.repeats})",
+            f"{med['ours']:,.0f}",
+            f"{med['reference']:,.0f}",
+            f"{statistics.median(ratios):.2f}× (range {min(ratios):.2f}–{max(ratios):.2f})",
+        ),
+    ]
+    if tp_long is not None:
+        o, r = statistics.median(tp_long["ours"]), statistics.median(tp_long["reference"])
+        n = len(tp_long["ours"])
+        rows.append(
+            (
+                f"problem-steps/s, horizon {h1} (median of {n})",
+                f"{o:,.0f}",
+                f"{r:,.0f}",
+                f"{o / r:.2f}×",
+            )
+        )
+    for key, label in (
+        ("graph_peak_mb", "autograd graph peak, MB"),
+        ("rss_growth_mb", "peak RSS growth, MB"),
+    ):
+        for h in args.horizons:
+            rows.append(
+                (
+                    f"{label}, horizon {h}",
+                    f"{mem[('ours', h)][key]:.1f}",
+                    f"{mem[('reference', h)][key]:.1f}",
+                    "",
+                )
+            )
+        o = mem[("ours", h1)][key] / max(mem[("ours", h0)][key], 1e-9)
+        r = mem[("reference", h1)][key] / max(mem[("reference", h0)][key], 1e-9)
+        rows.append((f"{label}: horizon {h1} / horizon {h0}", f"{o:.2f}×", f"{r:.2f}×", ""))
+    header = ("measure", "optizoo MetaTrainer", "seed-003-style loop", "ours / reference")
+    info = (
+        f"torch {torch.__version__}, {args.threads} thread(s), {os.cpu_count()} CPU(s); "
+        f"quadratic 128×(10×10), unroll {UNROLL}; per-round ratios: "
+        + ", ".join(f"{x:.2f}" for x in ratios)
+    )
+    if args.markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+        print(f"\n{info}")
+    else:
+        width = max(len(r[0]) for r in rows)
+        print(f"{header[0]:<{width}}  {header[1]:>20}  {header[2]:>20}  {header[3]}")
+        for row in rows:
+            print(f"{row[0]:<{width}}  {row[1]:>20}  {row[2]:>20}  {row[3]}")
+        print(info)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

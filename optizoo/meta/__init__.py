@@ -1,0 +1,26 @@
+"""Meta-training: functional unrolls of update rules and the truncated-BPTT meta-trainer.
+
+- :func:`unroll`: run a rule for ``steps`` updates on a problem, keeping the graph (differentiate
+  anything with respect to the rule's meta-parameters or the initial parameters).
+- :class:`MetaTrainer` and its :class:`MetaConfig`: truncated BPTT with Adam, held-out selection,
+  atomic checkpoints and bit-identical :meth:`MetaTrainer.resume`, data-parallel under
+  ``torchrun``.
+"""
+
+from __future__ import annotations
+
+from optizoo.meta.checkpoint import CheckpointError
+from optizoo.meta.trainer import MetaConfig, MetaTrainer, learning_curve, problem_seeds
+from optizoo.meta.unroll import Layout, UnrollResult, rollout, unroll
+
+__all__ = [
+    "CheckpointError",
+    "Layout",
+    "MetaConfig",
+    "MetaTrainer",
+    "UnrollResult",
+    "learning_curve",
+    "problem_seeds",
+    "rollout",
+    "unroll",
+]

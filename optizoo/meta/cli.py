@@ -1,0 +1,165 @@
+"""``optizoo train``: meta-train an update rule from the shell.
+
+::
+
+    optizoo train --task quadratic --rule lstm --unroll 20 --horizon 100 --meta-steps 2000 --out runs/q
+    optizoo train --out runs/q --meta-steps 4000 --resume        # continue (same command after a crash)
+    torchrun --nproc-per-node 2 -m optizoo.cli train --task quadratic --problems-per-step 2 --out runs/q2
+
+``--meta-steps`` is the total number of meta-steps of the run: with ``--resume`` the run continues
+from its checkpoint until it reaches that count (and starts fresh when ``--out`` holds no
+checkpoint yet). ``--config FILE.json`` gives any option as a JSON object (keys as in
+:class:`~optizoo.meta.MetaConfig` plus ``rule``, ``rule_config``, ``meta_steps``, ``out``);
+flags given on the command line override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "run"]
+
+#: command-line flag (dest) -> MetaConfig field, for the options that map one to one
+_CONFIG_FLAGS = (
+    "task", "task_args", "unroll", "horizon", "meta_lr", "clip", "problems_per_step",
+    "eval_problems", "eval_every", "eval_horizon", "seed", "loss_weights", "second_order",
+    "checkpoint_every", "device",
+)  # fmt: skip
+_EXTRA_KEYS = ("rule", "rule_config", "meta_steps", "out")
+
+
+def _json_arg(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
+
+
+def _clip_arg(text: str) -> float | None:
+    if text.lower() in ("none", "off", "0"):
+        return None
+    return float(text)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``train`` sub-command."""
+    p = subparsers.add_parser(
+        "train",
+        help="meta-train an update rule (truncated BPTT; runs under torchrun too)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    # every default is None so that --config values are only overridden by flags actually given
+    p.add_argument("--task", help="task registry name (default: quadratic)")
+    p.add_argument(
+        "--task-args", type=_json_arg, help="task keyword arguments as JSON, e.g. '{\"batch\": 64}'"
+    )
+    p.add_argument("--rule", help="rule registry name (default: lstm)")
+    p.add_argument("--rule-config", type=_json_arg, help="rule constructor arguments as JSON")
+    p.add_argument("--unroll", type=int, help="steps per truncation (default: 20)")
+    p.add_argument("--horizon", type=int, help="steps per episode (default: 100)")
+    p.add_argument("--meta-steps", type=int, help="total meta-steps (truncations) of the run")
+    p.add_argument("--meta-lr", type=float, help="Adam meta learning rate (default: 3e-3)")
+    p.add_argument(
+        "--clip", type=_clip_arg, help="meta-gradient norm clip, or 'none' (default: 1.0)"
+    )
+    p.add_argument(
+        "--problems-per-step", type=int, help="problems per meta-step, all processes (default: 1)"
+    )
+    p.add_argument("--eval-problems", type=int, help="held-out problems (default: 8)")
+    p.add_argument("--eval-every", type=int, help="evaluate every N meta-steps (default: 100)")
+    p.add_argument(
+        "--eval-horizon", type=int, help="steps of an evaluation rollout (default: horizon)"
+    )
+    p.add_argument("--loss-weights", type=_json_arg, help="meta-loss weights as a JSON list")
+    p.add_argument(
+        "--second-order",
+        action="store_true",
+        default=None,
+        help="differentiate through optimizee gradients",
+    )
+    p.add_argument(
+        "--checkpoint-every", type=int, help="checkpoint every N meta-steps (default: 100)"
+    )
+    p.add_argument("--seed", type=int, help="root seed of the problem streams (default: 0)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1... (default: cpu)")
+    p.add_argument("--out", help="output directory (checkpoint, metrics, plot, weight files)")
+    p.add_argument("--config", type=Path, help="JSON file with any of the options above")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out if it has a checkpoint"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    p.set_defaults(func=run)
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if args.config is not None:
+        try:
+            options = json.loads(Path(args.config).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SystemExit(
+                f"optizoo train: cannot read --config {str(args.config)!r}: {exc}"
+            ) from exc
+        if not isinstance(options, dict):
+            raise SystemExit("optizoo train: --config must hold a JSON object")
+    for key in (*_CONFIG_FLAGS, *_EXTRA_KEYS):
+        value = getattr(args, key, None)
+        if value is not None:
+            options[key] = value
+    if "clip" in options and options["clip"] is not None and math.isinf(float(options["clip"])):
+        options["clip"] = None
+    return options
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the ``train`` sub-command; returns the exit code."""
+    import torch.distributed as dist
+
+    from optizoo import rules
+    from optizoo.meta import distributed as ddp
+    from optizoo.meta.checkpoint import CHECKPOINT_NAME
+    from optizoo.meta.trainer import MetaConfig, MetaTrainer
+
+    options = _options(args)
+    rule_name = options.pop("rule", "lstm")
+    rule_config = options.pop("rule_config", None) or {}
+    meta_steps = options.pop("meta_steps", None)
+    out = options.pop("out", None)
+    if meta_steps is None:
+        raise SystemExit(
+            "optizoo train: give --meta-steps N (the run's total number of meta-steps)"
+        )
+    if out is None:
+        raise SystemExit(
+            "optizoo train: give --out DIR for the checkpoint, metrics and weight files"
+        )
+    created = ddp.init_from_env(options.get("device"))
+    try:
+        verbose = not args.quiet
+        if args.resume and (Path(out) / CHECKPOINT_NAME).is_file():
+            trainer = MetaTrainer.resume(out, verbose=verbose, device=options.get("device"))
+        else:
+            try:
+                config = MetaConfig.from_dict(options)
+                rule = rules.build(rule_name, rule_config)
+            except (TypeError, ValueError, KeyError) as exc:
+                raise SystemExit(f"optizoo train: {exc}") from exc
+            trainer = MetaTrainer(rule, config.task, out_dir=out, verbose=verbose, config=config)
+        remaining = max(0, int(meta_steps) - trainer.meta_step)
+        summary = trainer.fit(remaining)
+        if ddp.is_main() and verbose:
+            best = summary["best_objective"]
+            print(
+                f"meta-step {summary['meta_step']}: best held-out objective {best:.6g} at meta-step "
+                f"{summary['best_meta_step']}; files in {out}/ (best_rule.safetensors, "
+                "metrics.jsonl, learning_curve.png, checkpoint.pt)"
+            )
+    finally:
+        if created and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0

@@ -1,0 +1,790 @@
+"""Meta-training of update rules by truncated backpropagation through time.
+
+>>> rule = optizoo.rules.LSTMRule()
+>>> trainer = optizoo.MetaTrainer(rule, task="quadratic", unroll=20, horizon=100, out_dir="runs/q")
+>>> trainer.fit(meta_steps=2000)       # progress bar, held-out evaluation, best checkpoint
+>>> opt = optizoo.LearnedOptimizer(model.parameters(), rule=rule)
+
+Vocabulary. An **episode** samples ``problems_per_step`` fresh problems (optimizees) from the task
+and trains them for ``horizon`` steps with the rule. The horizon is cut into **truncations** of
+``unroll`` steps. One **meta-step** = one truncation: unroll the rule for ``unroll`` steps from
+where the previous truncation stopped, take the meta-loss ``Σ_t w_t f(θ_t) / num_instances``
+(``θ_t`` after each update of the truncation; mean over problems), backpropagate into the rule's
+meta-parameters, clip the meta-gradient norm, step the meta-optimizer (Adam), then **detach** the
+optimizee parameters and the rule state: graphs never cross a truncation boundary, so memory and
+time per meta-step do not depend on the horizon. After ``ceil(horizon / unroll)`` meta-steps the
+next episode samples new problems.
+
+Problems are drawn from seed streams derived from ``seed`` (numpy ``SeedSequence``): the training
+stream gives episode ``e`` its own problems, and a separate validation stream gives the
+``eval_problems`` held-out problems on which the rule is evaluated every ``eval_every`` meta-steps
+(a full ``eval_horizon`` rollout without meta-graph); the best rule is chosen on those held-out
+problems, never on training problems. Because every problem is a pure function of its seed,
+resuming needs no RNG state: :meth:`MetaTrainer.resume` continues bit-identically.
+
+Files in ``out_dir`` (written by rank 0, atomically): ``checkpoint.pt`` (``torch.load`` with
+``weights_only=True``), ``metrics.jsonl`` (one JSON object per meta-step and per evaluation),
+``learning_curve.png``, ``best_rule.safetensors`` and ``final_rule.safetensors`` (optizoo weight
+files, readable by :func:`optizoo.load_rule`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from optizoo.meta import checkpoint as ckpt
+from optizoo.meta import distributed as ddp
+from optizoo.meta.unroll import Layout, rollout, unroll_flat
+from optizoo.rules.base import State, UpdateRule
+from optizoo.tasks.base import Problem, Task
+
+__all__ = ["MetaConfig", "MetaTrainer", "learning_curve", "problem_seeds"]
+
+#: spawn-key tag of the meta-trainer's seed streams (distinct from optizoo.compare's streams, so
+#: held-out problems here are never the problems an evaluation report is computed on)
+_SEED_TAG = 0x6F7A6D74
+_STREAMS = {"train": 0, "validation": 1}
+#: redraw the learning curve at an evaluation at most this often (drawing costs ~0.3 s)
+_PLOT_INTERVAL_S = 60.0
+
+
+def problem_seeds(seed: int, stream: str, count: int, episode: int = 0) -> list[int]:
+    """``count`` 63-bit problem seeds of ``stream`` (``"train"``/``"validation"``) for ``episode``.
+
+    Derived from ``numpy.random.SeedSequence(seed, spawn_key=(tag, stream, episode))``: the
+    streams are independent, and problem ``j`` of an episode is the same whatever the number of
+    processes (rank ``r`` of ``R`` takes a contiguous block of ``count / R`` of them).
+    """
+    if stream not in _STREAMS:
+        raise ValueError(f"unknown seed stream {stream!r}; expected one of {sorted(_STREAMS)}")
+    ss = np.random.SeedSequence(int(seed), spawn_key=(_SEED_TAG, _STREAMS[stream], int(episode)))
+    return [int(w) >> 1 for w in ss.generate_state(count, dtype=np.uint64)]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass
+class MetaConfig:
+    """Hyper-parameters of a meta-training run (JSON-serialisable; stored in checkpoints).
+
+    Attributes:
+        task: registry name of the task (``optizoo.tasks.get``), or the name of a task instance.
+        task_args: keyword arguments of the task.
+        unroll: steps per truncation (paper: 20).
+        horizon: steps per episode before new problems are sampled (paper: 100).
+        meta_lr: learning rate of the Adam meta-optimizer.
+        clip: maximum global norm of the meta-gradient (``None``: no clipping).
+        problems_per_step: problems unrolled together per meta-step, over all processes (the
+            quadratic task already batches 128 quadratics into one problem).
+        eval_problems: held-out problems of the validation seed stream.
+        eval_every: evaluate every this many meta-steps (0: only at the start and the end of
+            :meth:`MetaTrainer.fit`).
+        eval_horizon: steps of each evaluation rollout (default: ``horizon``).
+        seed: root of every seed stream.
+        loss_weights: ``w_t`` of the meta-loss, one per step of a truncation (length ``unroll``)
+            or per step of the episode (length ``horizon``); default all ones. ``[0, ..., 0, 1]``
+            with ``unroll == horizon`` makes the meta-loss the loss after the unroll.
+        second_order: differentiate through the optimizee gradients (default: treat them as
+            constants, as Andrychowicz et al. 2016).
+        checkpoint_every: write ``checkpoint.pt`` every this many meta-steps (and at the end of
+            every :meth:`~MetaTrainer.fit`); 0: only at the end.
+        device: where problems and the rule live (``"cpu"``, ``"cuda"``...).
+    """
+
+    task: str = "quadratic"
+    task_args: dict[str, Any] = field(default_factory=dict)
+    unroll: int = 20
+    horizon: int = 100
+    meta_lr: float = 3e-3
+    clip: float | None = 1.0
+    problems_per_step: int = 1
+    eval_problems: int = 8
+    eval_every: int = 100
+    eval_horizon: int | None = None
+    seed: int = 0
+    loss_weights: list[float] | None = None
+    second_order: bool = False
+    checkpoint_every: int = 100
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("unroll", "horizon", "problems_per_step", "eval_problems"):
+            value = getattr(self, name)
+            if not (_is_int(value) and value >= 1):
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name in ("eval_every", "checkpoint_every", "seed"):
+            value = getattr(self, name)
+            if not (_is_int(value) and value >= 0):
+                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        if self.unroll > self.horizon:
+            raise ValueError(
+                f"unroll ({self.unroll}) cannot exceed horizon ({self.horizon}): a truncation is "
+                "part of an episode"
+            )
+        if self.eval_horizon is not None and not (
+            _is_int(self.eval_horizon) and self.eval_horizon >= 1
+        ):
+            raise ValueError(
+                f"eval_horizon must be a positive int or None, got {self.eval_horizon!r}"
+            )
+        if not (
+            isinstance(self.meta_lr, (int, float))
+            and math.isfinite(self.meta_lr)
+            and self.meta_lr > 0
+        ):
+            raise ValueError(f"meta_lr must be a positive finite number, got {self.meta_lr!r}")
+        self.meta_lr = float(self.meta_lr)
+        if self.clip is not None:
+            if not (
+                isinstance(self.clip, (int, float)) and math.isfinite(self.clip) and self.clip > 0
+            ):
+                raise ValueError(
+                    f"clip must be a positive finite number or None, got {self.clip!r}"
+                )
+            self.clip = float(self.clip)
+        if self.loss_weights is not None:
+            w = list(self.loss_weights)
+            if len(w) not in (self.unroll, self.horizon):
+                raise ValueError(
+                    f"loss_weights has {len(w)} entries; give one per step of a truncation "
+                    f"(unroll={self.unroll}) or of an episode (horizon={self.horizon})"
+                )
+            if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in w):
+                raise ValueError("loss_weights must be finite numbers")
+            self.loss_weights = [float(v) for v in w]
+        if not isinstance(self.task, str) or not self.task:
+            raise TypeError(f"task must be a task name, got {self.task!r}")
+        if not isinstance(self.task_args, Mapping):
+            raise TypeError(f"task_args must be a dict, got {type(self.task_args).__name__}")
+        self.task_args = dict(self.task_args)
+        self.second_order = bool(self.second_order)
+        self.device = str(self.device)
+
+    @property
+    def truncations(self) -> int:
+        """Meta-steps per episode: ``ceil(horizon / unroll)``."""
+        return -(-self.horizon // self.unroll)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MetaConfig:
+        """Build from a mapping; unknown keys are an error naming the accepted ones."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(
+                f"unknown meta-training option(s) {unknown}; accepted: {sorted(names)}"
+            )
+        return cls(**dict(data))
+
+
+def _task_config(task: Task) -> dict[str, Any]:
+    config = getattr(task, "config", None)
+    if callable(config):
+        try:
+            return dict(config())
+        except Exception:
+            return {}
+    return {}
+
+
+def _resolve_task(
+    task: str | Task, task_args: Mapping[str, Any] | None
+) -> tuple[Task, str, dict[str, Any]]:
+    if isinstance(task, str):
+        from optizoo import tasks
+
+        args = dict(task_args or {})
+        return tasks.get(task, **args), task, args
+    if callable(getattr(task, "sample", None)):
+        if task_args:
+            raise ValueError("task_args only apply when the task is given by name")
+        return task, str(getattr(task, "name", type(task).__name__)), _task_config(task)
+    raise TypeError(
+        f"task must be a registry name or an optizoo.tasks.Task, got {type(task).__name__}"
+    )
+
+
+def _clone_state_dict(module: torch.nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def learning_curve(
+    rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], *, title: str = ""
+) -> Path:
+    """Plot a metrics log: training meta-loss per meta-step and the held-out objective (PNG).
+
+    ``rows`` are the trainer's metrics rows (``kind`` ``"train"`` and ``"eval"``). The y axis is
+    logarithmic when every plotted value is positive. Written atomically with the Agg backend.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    train = [(r["meta_step"], r["meta_loss"]) for r in rows if r.get("kind") == "train"]
+    evals = [(r["meta_step"], r["objective"]) for r in rows if r.get("kind") == "eval"]
+    fig = Figure(figsize=(7, 4.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    values: list[float] = []
+    if train:
+        x, y = np.array(train, dtype=float).T
+        ax.plot(
+            x, y, color="tab:blue", alpha=0.25, lw=0.8, label="training meta-loss (one truncation)"
+        )
+        if y.size >= 10:
+            k = max(2, y.size // 50)
+            finite = np.where(np.isfinite(y), y, np.nan)
+            smooth = np.convolve(np.nan_to_num(finite, nan=0.0), np.ones(k) / k, mode="valid")
+            ax.plot(x[k - 1 :], smooth, color="tab:blue", lw=1.5, label=f"training (mean of {k})")
+        values += [v for v in y.tolist() if math.isfinite(v)]
+    if evals:
+        x, y = np.array(evals, dtype=float).T
+        ax.plot(x, y, "o-", color="tab:orange", ms=3, label="held-out objective (full rollout)")
+        values += [v for v in y.tolist() if math.isfinite(v)]
+    if values and min(values) > 0:
+        ax.set_yscale("log")
+    ax.set_xlabel("meta-step")
+    ax.set_ylabel("Σ_t w_t f(θ_t) per instance")
+    if title:
+        ax.set_title(title)
+    if train or evals:
+        ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.subplots_adjust(left=0.11, right=0.97, top=0.91, bottom=0.12)
+    return ckpt.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+
+
+class MetaTrainer:
+    """Meta-trains an :class:`~optizoo.rules.UpdateRule` on a task (truncated BPTT, Adam).
+
+    Args:
+        rule: the rule to train, in place (its ``parameters()`` are the meta-parameters). It is
+            moved to ``device``.
+        task: a task registry name (``"quadratic"``) or a :class:`~optizoo.tasks.Task`.
+        task_args: keyword arguments of the task when given by name.
+        out_dir: directory for checkpoint, metrics, plot and weight files (``None``: keep
+            everything in memory).
+        verbose: show a progress bar (only when stderr is a terminal).
+        config: a :class:`MetaConfig` instead of the keyword arguments below.
+        **options: the fields of :class:`MetaConfig` (``unroll``, ``horizon``, ``meta_lr``,
+            ``clip``, ``problems_per_step``, ``eval_problems``, ``eval_every``,
+            ``eval_horizon``, ``seed``, ``loss_weights``, ``second_order``,
+            ``checkpoint_every``, ``device``).
+
+    Under ``torch.distributed`` (e.g. ``torchrun``), each rank unrolls
+    ``problems_per_step / world_size`` of the problems and meta-gradients are averaged; rank 0
+    evaluates and writes files.
+    """
+
+    def __init__(
+        self,
+        rule: UpdateRule,
+        task: str | Task = "quadratic",
+        *,
+        task_args: Mapping[str, Any] | None = None,
+        out_dir: str | os.PathLike[str] | None = None,
+        verbose: bool = True,
+        config: MetaConfig | None = None,
+        **options: Any,
+    ) -> None:
+        if not isinstance(rule, UpdateRule):
+            raise TypeError(f"rule must be an optizoo UpdateRule, got {type(rule).__name__}")
+        if config is not None and isinstance(task, str) and task_args is None:
+            if task != config.task:
+                raise ValueError(f"task {task!r} differs from config.task {config.task!r}")
+            task_args = config.task_args
+        self.task, task_name, resolved_args = _resolve_task(task, task_args)
+        if config is None:
+            config = MetaConfig.from_dict(
+                {"task": task_name, "task_args": resolved_args, **options}
+            )
+        elif options:
+            raise TypeError(
+                f"pass either config= or keyword options, not both (got {sorted(options)})"
+            )
+        self.config = config
+        self.rank, self.world_size = ddp.world()
+        if config.problems_per_step % self.world_size:
+            raise ValueError(
+                f"problems_per_step={config.problems_per_step} is not divisible by the "
+                f"{self.world_size} processes; each process unrolls an equal share"
+            )
+        self.device = ddp.local_device(config.device)
+        self.rule = rule.to(self.device)
+        ddp.broadcast_module(self.rule)
+        if not any(p.requires_grad for p in self.rule.parameters()):
+            raise ValueError(f"{type(rule).__name__} has no trainable meta-parameters")
+        self.meta_opt = torch.optim.Adam(
+            [p for p in self.rule.parameters() if p.requires_grad], lr=config.meta_lr
+        )
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.verbose = bool(verbose)
+        self.meta_step = 0
+        self.best_metric = math.inf
+        self.best_step: int | None = None
+        self.history: list[dict[str, Any]] = []
+        self._best_state: dict[str, Tensor] | None = None
+        self._training_state: dict[str, Tensor] | None = None  # stashed while best is loaded
+        self._problems: list[Problem] = []
+        self._problems_episode = -1
+        self._layout: Layout | None = None
+        self._scale: Tensor | None = None
+        self._inner: tuple[Tensor, State, int] | None = None
+        self._eval_set: list[Problem] | None = None
+        self._metrics_file: TextIO | None = None
+        self._weights = self._full_weights(config.horizon)
+
+    # ------------------------------------------------------------------ construction helpers
+
+    @classmethod
+    def resume(
+        cls,
+        out_dir: str | os.PathLike[str],
+        *,
+        rule: UpdateRule | None = None,
+        task: str | Task | None = None,
+        verbose: bool = True,
+        device: str | None = None,
+    ) -> MetaTrainer:
+        """Continue the run saved in ``out_dir`` exactly where its last checkpoint stopped.
+
+        The rule is rebuilt from the checkpoint (registry name + config) unless ``rule`` is given;
+        the task is rebuilt from its registry name unless ``task`` is given (needed for task
+        instances that are not in the registry). Metrics logged after the checkpoint (by a run
+        that crashed later) are dropped, so the log continues without duplicates.
+        """
+        data = ckpt.load_checkpoint(Path(out_dir) / ckpt.CHECKPOINT_NAME)
+        config_dict = json.loads(data["config"])
+        if device is not None:
+            config_dict["device"] = device
+        config = MetaConfig.from_dict(config_dict)
+        rule_name, rule_config = data["rule_name"], json.loads(data["rule_config"])
+        if rule is None:
+            from optizoo import rules
+
+            rule = rules.build(rule_name, rule_config)
+        elif rule.rule_name != rule_name:
+            raise ckpt.CheckpointError(
+                f"checkpoint in {str(out_dir)!r} trains a {rule_name!r} rule, got a {rule.rule_name!r} rule"
+            )
+        if task is None:
+            try:
+                task, task_args = config.task, config.task_args
+                trainer = cls(
+                    rule, task, task_args=task_args, out_dir=out_dir, verbose=verbose, config=config
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ckpt.CheckpointError(
+                    f"cannot rebuild task {config.task!r} from the checkpoint ({exc}); pass task= "
+                    "to MetaTrainer.resume"
+                ) from exc
+        else:
+            trainer = cls(rule, task, out_dir=out_dir, verbose=verbose, config=config)
+        trainer._load(data)
+        return trainer
+
+    def _full_weights(self, length: int) -> Tensor:
+        """``w_t`` for ``t = 0..length-1`` (per step of an episode), float64."""
+        w = self.config.loss_weights
+        if w is None:
+            return torch.ones(length, dtype=torch.float64)
+        base = torch.tensor(w, dtype=torch.float64)
+        reps = -(-length // base.numel())
+        return base.repeat(reps)[:length]
+
+    # ------------------------------------------------------------------ problems
+
+    def _sample(self, seeds: Sequence[int]) -> list[Problem]:
+        return [self.task.sample(torch.Generator().manual_seed(s), self.device) for s in seeds]
+
+    def _episode_problems(self, episode: int) -> list[Problem]:
+        if episode != self._problems_episode:
+            share = self.config.problems_per_step // self.world_size
+            seeds = problem_seeds(self.config.seed, "train", self.config.problems_per_step, episode)
+            self._problems = self._sample(seeds[self.rank * share : (self.rank + 1) * share])
+            self._problems_episode = episode
+            self._layout = None
+        return self._problems
+
+    def _fresh_inner(self, problems: list[Problem]) -> tuple[Tensor, State, int]:
+        plist = [p.params() for p in problems]
+        layout = Layout(plist)
+        if self._layout is None or layout.sizes != self._layout.sizes:
+            self._layout = layout
+        self._scale = torch.tensor(
+            [1.0 / float(getattr(p, "num_instances", 1) or 1) for p in problems],
+            dtype=torch.float64,
+        )
+        flat = layout.flatten(plist).detach()
+        with torch.no_grad():
+            state = self.rule.init_state(flat)
+        return flat, state, 0
+
+    def eval_set(self) -> list[Problem]:
+        """The held-out problems (validation seed stream), sampled once."""
+        if self._eval_set is None:
+            seeds = problem_seeds(self.config.seed, "validation", self.config.eval_problems)
+            self._eval_set = self._sample(seeds)
+        return self._eval_set
+
+    # ------------------------------------------------------------------ one meta-step
+
+    def _ensure_training_weights(self) -> None:
+        if self._training_state is not None:
+            self.rule.load_state_dict(self._training_state)
+            self._training_state = None
+
+    def step(self) -> dict[str, Any]:
+        """One meta-step (one truncation); returns its metrics row."""
+        self._ensure_training_weights()
+        cfg = self.config
+        start_time = time.perf_counter()
+        episode, truncation = divmod(self.meta_step, cfg.truncations)
+        problems = self._episode_problems(episode)
+        if truncation == 0 or self._inner is None:
+            self._inner = self._fresh_inner(problems)
+        if self._scale is None or self._layout is None:  # after resume
+            self._fresh_inner(problems)
+        flat, state, t = self._inner
+        steps = min(cfg.unroll, cfg.horizon - t)
+        assert self._layout is not None and self._scale is not None
+        losses, flat, state = unroll_flat(
+            self.rule, problems, self._layout, flat, state,
+            steps=steps, start=t, second_order=cfg.second_order,
+        )  # fmt: skip
+        per_step = losses[1:] * self._scale.to(losses.dtype)  # [steps, P], per instance
+        w = self._weights[t : t + steps].to(losses.dtype)
+        meta_loss = (w.unsqueeze(1) * per_step).sum(0).mean()
+        self.meta_opt.zero_grad(set_to_none=True)
+        meta_loss.backward()
+        params = [p for p in self.rule.parameters() if p.requires_grad]
+        logged_loss = ddp.average_gradients(params, meta_loss.detach())
+        assert logged_loss is not None
+        norm = torch.nn.utils.clip_grad_norm_(
+            params, cfg.clip if cfg.clip is not None else math.inf
+        )
+        skipped = not bool(torch.isfinite(norm))
+        if skipped:  # a diverged unroll: keep the meta-parameters, go on
+            self.meta_opt.zero_grad(set_to_none=True)
+        else:
+            self.meta_opt.step()
+        flat = flat.detach()
+        t_next = t + steps
+        if t_next >= cfg.horizon or not bool(torch.isfinite(flat).all()):
+            self._inner = None  # episode over (or this problem diverged: restart it)
+        else:
+            self._inner = (flat, {k: v.detach() for k, v in state.items()}, t_next)
+        self.meta_step += 1
+        return {
+            "kind": "train",
+            "meta_step": self.meta_step,
+            "episode": episode,
+            "truncation": truncation,
+            "meta_loss": float(logged_loss),
+            "grad_norm": float(norm),
+            "skipped": skipped,
+            "seconds": time.perf_counter() - start_time,
+        }
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self) -> dict[str, Any]:
+        """Roll the current rule out on the held-out problems (no meta-graph).
+
+        Returns a row with ``objective`` (mean over problems of ``Σ_t w_t f(θ_t) / num_instances``
+        over ``eval_horizon`` steps, the quantity the best rule is chosen on; ``inf`` if any
+        problem diverged) and ``final_loss`` (mean ``f(θ_T) / num_instances``).
+        """
+        cfg = self.config
+        horizon = cfg.eval_horizon or cfg.horizon
+        start_time = time.perf_counter()
+        curves = rollout(self.rule, self.eval_set(), horizon)  # [H + 1, P] float64
+        w = self._full_weights(horizon)
+        objective = float((w.unsqueeze(1) * curves[1:]).sum(0).mean())
+        final = float(curves[-1].mean())
+        return {
+            "kind": "eval",
+            "meta_step": self.meta_step,
+            "objective": objective if math.isfinite(objective) else math.inf,
+            "final_loss": final if math.isfinite(final) else math.inf,
+            "seconds": time.perf_counter() - start_time,
+        }
+
+    def _eval_and_select(self) -> dict[str, Any]:
+        row = self.evaluate()
+        row["best"] = row["objective"] < self.best_metric
+        if row["best"]:
+            self.best_metric = row["objective"]
+            self.best_step = self.meta_step
+            self._best_state = _clone_state_dict(self.rule)
+            if self.out_dir is not None:
+                self._save_rule(
+                    self.out_dir / ckpt.BEST_RULE_NAME, self._best_state, self.best_step
+                )
+        return row
+
+    # ------------------------------------------------------------------ files
+
+    def training_record(self, meta_step: int | None = None) -> dict[str, Any]:
+        """The ``optizoo.training`` metadata of weight files written by this trainer."""
+        cfg = self.config
+        return {
+            "task": cfg.task,
+            "task_args": cfg.task_args,
+            "unroll": cfg.unroll,
+            "horizon": cfg.horizon,
+            "meta_steps": self.meta_step if meta_step is None else meta_step,
+            "meta_optimizer": {"name": "Adam", "lr": cfg.meta_lr, "clip": cfg.clip},
+            "problems_per_step": cfg.problems_per_step,
+            "second_order": cfg.second_order,
+            "loss_weights": cfg.loss_weights,
+            "seed": cfg.seed,
+            "selection": {
+                "on": "held-out problems (validation seed stream)",
+                "eval_problems": cfg.eval_problems,
+                "eval_horizon": cfg.eval_horizon or cfg.horizon,
+                "best_objective": self.best_metric if math.isfinite(self.best_metric) else None,
+                "best_meta_step": self.best_step,
+            },
+        }
+
+    def _save_rule(self, path: Path, state: dict[str, Tensor], meta_step: int | None) -> None:
+        from optizoo.zoo.format import save_rule
+
+        rule = copy.deepcopy(self.rule).cpu()
+        rule.load_state_dict(state)
+        save_rule(
+            rule,
+            path,
+            training=self.training_record(meta_step),
+            description=f"{rule.rule_name} rule meta-trained on {self.config.task} by optizoo.MetaTrainer",
+        )
+
+    def _inner_payload(self) -> dict[str, Any] | None:
+        if self._inner is None:
+            flags = ddp.all_gather(torch.zeros(1, device=self.device))
+            have = False
+        else:
+            flags = ddp.all_gather(torch.ones(1, device=self.device))
+            have = True
+        if not all(bool(f.item()) for f in flags):
+            if have and self.world_size > 1:
+                raise RuntimeError("ranks disagree on the episode state; this is a bug")
+            return None
+        flat, state, t = self._inner  # type: ignore[misc]
+        return {
+            "t": t,
+            "episode": self._problems_episode,
+            "flat": [x.cpu() for x in ddp.all_gather(flat)],
+            "state": [
+                {k: x.cpu() for k, x in zip(sorted(state), parts)}
+                for parts in zip(*(ddp.all_gather(state[k]) for k in sorted(state)))
+            ],
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Write ``out_dir/checkpoint.pt`` (collective under torch.distributed; rank 0 writes)."""
+        if self.out_dir is None:
+            return None
+        inner = self._inner_payload()
+        if self.rank != 0:
+            return None
+        training = (
+            self._training_state if self._training_state is not None else self.rule.state_dict()
+        )
+        payload = {
+            "config": json.dumps(self.config.to_dict(), sort_keys=True),
+            "rule_name": self.rule.rule_name,
+            "rule_config": json.dumps(self.rule.config(), sort_keys=True),
+            "meta_step": self.meta_step,
+            "world_size": self.world_size,
+            "rule": {k: v.detach().cpu() for k, v in training.items()},
+            "meta_opt": self.meta_opt.state_dict(),
+            "inner": inner,
+            "best": {
+                "metric": self.best_metric,
+                "meta_step": -1 if self.best_step is None else self.best_step,
+                "rule": None
+                if self._best_state is None
+                else {k: v.cpu() for k, v in self._best_state.items()},
+            },
+            "rng": {"torch": torch.get_rng_state()},
+        }
+        return ckpt.save_checkpoint(self.out_dir / ckpt.CHECKPOINT_NAME, payload)
+
+    def _load(self, data: dict[str, Any]) -> None:
+        if data["inner"] is not None and data["world_size"] != self.world_size:
+            raise ckpt.CheckpointError(
+                f"the checkpoint was written mid-episode by {data['world_size']} process(es); resume "
+                f"it with the same number of processes (got {self.world_size})"
+            )
+        self.rule.load_state_dict({k: v.to(self.device) for k, v in data["rule"].items()})
+        self.meta_opt.load_state_dict(data["meta_opt"])
+        self.meta_step = int(data["meta_step"])
+        best = data["best"]
+        self.best_metric = float(best["metric"])
+        self.best_step = None if best["meta_step"] < 0 else int(best["meta_step"])
+        self._best_state = (
+            None
+            if best["rule"] is None
+            else {k: v.to(self.device) for k, v in best["rule"].items()}
+        )
+        torch.set_rng_state(data["rng"]["torch"])
+        inner = data["inner"]
+        if inner is not None:
+            problems = self._episode_problems(int(inner["episode"]))
+            self._fresh_inner(problems)  # layout and scales
+            state = inner["state"][self.rank]
+            self._inner = (
+                inner["flat"][self.rank].to(self.device),
+                {k: v.to(self.device) for k, v in state.items()},
+                int(inner["t"]),
+            )
+        if self.out_dir is not None and self.rank == 0:
+            rows = [
+                r
+                for r in ckpt.read_metrics(self.out_dir)
+                if r.get("meta_step", 0) <= self.meta_step
+            ]
+            ckpt.write_metrics(self.out_dir / ckpt.METRICS_NAME, rows)
+            self.history = rows
+
+    def _log(self, row: dict[str, Any]) -> None:
+        self.history.append(row)
+        if self._metrics_file is not None:
+            self._metrics_file.write(ckpt.metrics_line(row))
+            self._metrics_file.flush()
+
+    def plot(self, path: str | os.PathLike[str] | None = None) -> Path | None:
+        """Draw the learning curve (training meta-loss, held-out objective) as a PNG."""
+        if path is None:
+            if self.out_dir is None:
+                return None
+            path = self.out_dir / ckpt.CURVE_NAME
+        return learning_curve(
+            self.history, path, title=f"{self.rule.rule_name} on {self.config.task}"
+        )
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self, meta_steps: int, *, restore_best: bool = True) -> dict[str, Any]:
+        """Run ``meta_steps`` more meta-steps (truncations).
+
+        Evaluates on the held-out problems before the first meta-step of a run, every
+        ``eval_every`` meta-steps and at the end; checkpoints every ``checkpoint_every`` meta-steps
+        and at the end. With ``restore_best`` the rule holds the best weights (chosen on held-out
+        problems) when this returns; the last training weights are kept aside and training
+        continues from them on the next :meth:`fit` or :meth:`step`.
+
+        Returns:
+            ``{"meta_step", "best_meta_step", "best_objective", "last_eval", "seconds"}``.
+        """
+        if not (_is_int(meta_steps) and meta_steps >= 0):
+            raise ValueError(f"meta_steps must be a non-negative int, got {meta_steps!r}")
+        self._ensure_training_weights()
+        cfg = self.config
+        main = self.rank == 0
+        if self.out_dir is not None and main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self._metrics_file = open(self.out_dir / ckpt.METRICS_NAME, "a", encoding="utf-8")  # noqa: SIM115
+        start = last_plot = time.perf_counter()
+        last_eval: dict[str, Any] | None = None
+        try:
+            if main and not any(r.get("kind") == "eval" for r in self.history):
+                last_eval = self._eval_and_select()
+                self._log(last_eval)
+            from tqdm.auto import tqdm
+
+            bar = tqdm(
+                total=meta_steps,
+                desc="meta-training",
+                unit="step",
+                disable=not (self.verbose and main and sys.stderr.isatty()),
+                dynamic_ncols=True,
+            )
+            with bar:
+                for _ in range(meta_steps):
+                    row = self.step()
+                    if main:
+                        self._log(row)
+                    if main and cfg.eval_every and self.meta_step % cfg.eval_every == 0:
+                        last_eval = self._eval_and_select()
+                        self._log(last_eval)
+                        if time.perf_counter() - last_plot > _PLOT_INTERVAL_S:
+                            self.plot()
+                            last_plot = time.perf_counter()
+                    if cfg.checkpoint_every and self.meta_step % cfg.checkpoint_every == 0:
+                        self.save_checkpoint()
+                    bar.set_postfix(
+                        meta_loss=f"{row['meta_loss']:.4g}",
+                        best=f"{self.best_metric:.4g}",
+                        refresh=False,
+                    )
+                    bar.update(1)
+            if main and (last_eval is None or last_eval["meta_step"] != self.meta_step):
+                last_eval = self._eval_and_select()
+                self._log(last_eval)
+            self.save_checkpoint()
+            if main and self.out_dir is not None:
+                self._save_rule(
+                    self.out_dir / ckpt.FINAL_RULE_NAME, self.rule.state_dict(), self.meta_step
+                )
+                self.plot()
+        finally:
+            if self._metrics_file is not None:
+                self._metrics_file.close()
+                self._metrics_file = None
+        ddp.barrier()
+        if restore_best and (self._best_state is not None or self.world_size > 1):
+            # rank 0 selected the best weights; every rank ends with them
+            self._training_state = _clone_state_dict(self.rule)
+            if self._best_state is not None:
+                self.rule.load_state_dict(self._best_state)
+            ddp.broadcast_module(self.rule)
+        return {
+            "meta_step": self.meta_step,
+            "best_meta_step": self.best_step,
+            "best_objective": self.best_metric,
+            "last_eval": last_eval,
+            "seconds": time.perf_counter() - start,
+        }
+
+    def best_rule(self) -> UpdateRule:
+        """A copy of the rule with the best weights found so far (held-out selection)."""
+        rule = copy.deepcopy(self.rule)
+        if self._best_state is not None:
+            rule.load_state_dict(self._best_state)
+        return rule
+
+    def training_state_dict(self) -> dict[str, Tensor]:
+        """The rule's current *training* weights (not the best ones loaded by ``fit``)."""
+        return (
+            dict(self._training_state)
+            if self._training_state is not None
+            else self.rule.state_dict()
+        )
+
+    def __repr__(self) -> str:
+        cfg = self.config
+        return (
+            f"MetaTrainer(rule={self.rule.rule_name}, task={cfg.task}, unroll={cfg.unroll}, "
+            f"horizon={cfg.horizon}, meta_step={self.meta_step}, world_size={self.world_size})"
+        )

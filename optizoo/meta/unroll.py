@@ -1,0 +1,318 @@
+"""Functional unrolls of an update rule on one or more optimizees.
+
+:func:`unroll` runs a rule for ``steps`` updates on a problem's parameters and returns the
+per-step losses **with their graph**, so a caller can differentiate anything with respect to the
+rule's meta-parameters (and, if the initial parameters require grad, with respect to those: the
+``copy_initial_weights=False`` case of the ``higher`` library)::
+
+    result = optizoo.unroll(rule, problem, steps=5, second_order=True)
+    meta_loss = result.losses[-1]            # loss after the unroll
+    meta_loss.backward()                      # gradients in rule.log_lr.grad, ...
+
+Each step: the parameters live in ONE flat vector ``θ`` ``[n]`` (all tensors of all problems
+concatenated), the problems' losses are evaluated on views of it, the optimizee gradient is
+``autograd.grad(Σ loss, θ)`` (one call), the rule is called ONCE on all ``n`` coordinates, and
+``θ ← θ + update``. Step numbering follows the rest of optizoo: before update ``t`` (0-based)
+``problem.loss(params, t)`` is evaluated (``t`` picks the minibatch) and the rule is called with
+``step = t + 1`` (1-based, as ``torch.optim`` counts).
+
+First order (the default, Andrychowicz et al. 2016): the optimizee gradients are treated as
+constants (``∂∇f/∂φ = 0``), so no second derivatives of the optimizee are taken.
+``second_order=True`` builds the graph of the gradients too (``create_graph=True``).
+
+:func:`rollout` runs a rule without any meta-graph (evaluation).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from optizoo.rules.base import State, UpdateRule
+from optizoo.tasks.base import Problem
+
+__all__ = ["Layout", "UnrollResult", "rollout", "unroll"]
+
+Params = dict[str, Tensor]
+
+
+class Layout:
+    """Where each named tensor of each problem lives in the flat parameter vector.
+
+    Attributes:
+        names: per problem, the parameter names in order.
+        shapes: per problem, the shapes.
+        sizes: the flat lengths of all tensors, problem after problem.
+        numel: total number of coordinates ``n``.
+    """
+
+    def __init__(self, params: Sequence[Mapping[str, Tensor]]) -> None:
+        if not params:
+            raise ValueError("unroll needs at least one problem")
+        self.names: list[list[str]] = []
+        self.shapes: list[list[torch.Size]] = []
+        self.sizes: list[int] = []
+        ref: Tensor | None = None
+        for i, p in enumerate(params):
+            if not isinstance(p, Mapping) or not p:
+                raise TypeError(
+                    f"problem {i}: params must be a non-empty dict name -> Tensor, got {type(p).__name__}"
+                )
+            self.names.append(list(p))
+            self.shapes.append([])
+            for name, t in p.items():
+                if not isinstance(t, Tensor) or not t.is_floating_point():
+                    raise TypeError(
+                        f"problem {i}: parameter {name!r} must be a floating-point Tensor"
+                    )
+                if ref is None:
+                    ref = t
+                elif t.dtype != ref.dtype or t.device != ref.device:
+                    raise TypeError(
+                        f"problem {i}: parameter {name!r} is {t.dtype} on {t.device}, but the first "
+                        f"parameter is {ref.dtype} on {ref.device}; unroll needs one dtype and device "
+                        "for all parameters (they are concatenated into one flat vector)"
+                    )
+                self.shapes[-1].append(t.shape)
+                self.sizes.append(t.numel())
+        self.numel = sum(self.sizes)
+        self._single = len(self.sizes) == 1
+
+    def flatten(self, params: Sequence[Mapping[str, Tensor]]) -> Tensor:
+        """Concatenate ``params`` (same structure as the layout) into one vector ``[n]``."""
+        tensors = [t.reshape(-1) for p in params for t in p.values()]
+        return tensors[0] if self._single else torch.cat(tensors)
+
+    def views(self, flat: Tensor) -> list[Params]:
+        """Per problem, a dict of views of ``flat`` with the original names and shapes."""
+        if self._single:
+            return [{self.names[0][0]: flat.view(self.shapes[0][0])}]
+        chunks = iter(flat.split(self.sizes))
+        return [
+            {n: next(chunks).view(s) for n, s in zip(names, shapes)}
+            for names, shapes in zip(self.names, self.shapes)
+        ]
+
+
+@dataclass
+class UnrollResult:
+    """What :func:`unroll` returns.
+
+    Attributes:
+        losses: ``problem.loss`` at ``θ_start, θ_start+1, ..., θ_start+steps`` (the loss before each
+            update and after the last one), with graph: shape ``[steps + 1]`` for one problem,
+            ``[steps + 1, P]`` for a sequence of ``P`` problems. Raw losses, not divided by
+            ``num_instances``.
+        params: the final parameters (with graph), one dict per problem (a single dict when one
+            problem was given).
+        state: the rule's final state (with graph).
+        flat: the final flat parameter vector ``[n]`` (``params`` are views of it).
+        step: number of updates made so far (``start + steps``): pass it as ``start`` to continue.
+        layout: how ``flat`` maps to the named parameters.
+    """
+
+    losses: Tensor
+    params: Params | list[Params]
+    state: State
+    flat: Tensor
+    step: int
+    layout: Layout
+
+    def detached(self) -> tuple[Tensor, State]:
+        """``(flat, state)`` cut from the graph: the starting point of the next truncation."""
+        return self.flat.detach(), {k: v.detach() for k, v in self.state.items()}
+
+
+def _as_problems(problem: Problem | Sequence[Problem]) -> tuple[list[Problem], bool]:
+    if isinstance(problem, (list, tuple)):
+        problems = list(problem)
+        single = False
+    else:
+        problems = [problem]
+        single = True
+    for i, p in enumerate(problems):
+        if not callable(getattr(p, "loss", None)):
+            raise TypeError(
+                f"problem {i} ({type(p).__name__}) has no loss(params, step) method; "
+                "pass optizoo.tasks.Problem instances (task.sample(generator))"
+            )
+    if not problems:
+        raise ValueError("unroll needs at least one problem")
+    return problems, single
+
+
+def _check_steps(steps: object, start: object) -> tuple[int, int]:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise ValueError(f"start must be a non-negative int (updates already made), got {start!r}")
+    return steps, start
+
+
+def _total_loss(
+    problems: list[Problem], views: list[Params], t: int
+) -> tuple[Tensor, list[Tensor]]:
+    if len(problems) == 1:
+        loss = problems[0].loss(views[0], t)
+        return loss, [loss]
+    losses = [p.loss(v, t) for p, v in zip(problems, views)]
+    return torch.stack(losses).sum(), losses
+
+
+def _flat_grad(total: Tensor, flat: Tensor, *, create_graph: bool, retain_graph: bool) -> Tensor:
+    if total.dim() != 0:
+        raise ValueError(f"problem.loss must return a scalar, got shape {tuple(total.shape)}")
+    (g,) = torch.autograd.grad(
+        total, flat, retain_graph=retain_graph, create_graph=create_graph, allow_unused=True
+    )
+    return torch.zeros_like(flat) if g is None else g
+
+
+def unroll_flat(
+    rule: UpdateRule,
+    problems: list[Problem],
+    layout: Layout,
+    flat: Tensor,
+    state: State | None,
+    *,
+    steps: int,
+    start: int = 0,
+    second_order: bool = False,
+) -> tuple[Tensor, Tensor, State]:
+    """The unroll loop on a flat vector (what :func:`unroll` and the trainer run).
+
+    Returns ``(losses [steps + 1, P], final flat [n], final state)``, all with graph.
+    """
+    if not flat.requires_grad:
+        flat = flat.detach().requires_grad_(True)
+    if state is None:
+        state = rule.init_state(flat.detach())
+    needs_param = bool(getattr(rule, "needs_param", False))
+    rows: list[Tensor] = []
+    for t in range(start, start + steps):
+        views = layout.views(flat)
+        total, losses = _total_loss(problems, views, t)
+        rows.append(total if len(problems) == 1 else torch.stack(losses))
+        g = _flat_grad(total, flat, create_graph=second_order, retain_graph=True)
+        update, state = rule(g, state, param=flat if needs_param else None, step=t + 1)
+        flat = flat + update
+    total, losses = _total_loss(problems, layout.views(flat), start + steps)
+    rows.append(total if len(problems) == 1 else torch.stack(losses))
+    out = torch.stack(rows)
+    return (out.unsqueeze(1) if len(problems) == 1 else out), flat, state
+
+
+def unroll(
+    rule: UpdateRule,
+    problem: Problem | Sequence[Problem],
+    steps: int,
+    *,
+    params: Mapping[str, Tensor] | Sequence[Mapping[str, Tensor]] | None = None,
+    state: State | None = None,
+    start: int = 0,
+    second_order: bool = False,
+) -> UnrollResult:
+    """Unroll ``rule`` for ``steps`` updates on ``problem``, keeping the whole graph.
+
+    Args:
+        rule: any :class:`~optizoo.rules.UpdateRule`; its meta-parameters receive gradients when a
+            function of the result is backpropagated.
+        problem: one :class:`~optizoo.tasks.Problem`, or a sequence of them (all their parameters
+            are concatenated and the rule runs once per step over all coordinates).
+        steps: number of updates.
+        params: initial parameters (one dict, or one per problem); defaults to
+            ``problem.params()``. Tensors that require grad receive gradients too (meta-learning
+            an initialization). They are never modified in place.
+        state: the rule's state from a previous truncation; ``None`` starts fresh
+            (``rule.init_state``).
+        start: updates already made before this call (continuing a truncated unroll): the first
+            loss evaluated is ``problem.loss(params, start)`` and the rule sees ``step=start + 1``.
+        second_order: differentiate through the optimizee gradients too (``create_graph=True``);
+            needed when the meta-loss depends on the gradients' dependence on the meta-parameters
+            (hand-designed rules' learning rate and momentum, exact hypergradients).
+
+    Returns:
+        An :class:`UnrollResult` (losses ``[steps + 1]`` before each update and after the last).
+    """
+    if not isinstance(rule, UpdateRule):
+        raise TypeError(f"rule must be an optizoo UpdateRule, got {type(rule).__name__}")
+    steps, start = _check_steps(steps, start)
+    problems, single = _as_problems(problem)
+    if params is None:
+        plist = [p.params() for p in problems]
+    elif isinstance(params, Mapping):
+        plist = [params]
+    else:
+        plist = list(params)
+    if len(plist) != len(problems):
+        raise ValueError(f"got {len(plist)} parameter dicts for {len(problems)} problems")
+    layout = Layout(plist)
+    flat = layout.flatten(plist)
+    losses, flat, state = unroll_flat(
+        rule, problems, layout, flat, state, steps=steps, start=start, second_order=second_order
+    )
+    views = layout.views(flat)
+    return UnrollResult(
+        losses=losses[:, 0] if single else losses,
+        params=views[0] if single else views,
+        state=state,
+        flat=flat,
+        step=start + steps,
+        layout=layout,
+    )
+
+
+def rollout(
+    rule: UpdateRule,
+    problems: Sequence[Problem],
+    steps: int,
+    *,
+    check_every: int = 16,
+) -> Tensor:
+    """Run ``rule`` for ``steps`` updates on fresh ``problems`` without any meta-graph.
+
+    The rule runs under ``torch.no_grad()``; only the optimizee loss is differentiated (for its
+    gradient). All problems share one flat vector and one rule call per step.
+
+    Returns:
+        float64 CPU tensor ``[steps + 1, P]`` of losses divided by each problem's
+        ``num_instances`` (``f(θ_0) ... f(θ_steps)``); ``inf`` from the first non-finite value on.
+    """
+    steps, _ = _check_steps(steps, 0)
+    problems, _ = _as_problems(list(problems))
+    plist = [p.params() for p in problems]
+    layout = Layout(plist)
+    flat = layout.flatten(plist).detach()
+    scale = torch.tensor(
+        [1.0 / float(getattr(p, "num_instances", 1) or 1) for p in problems], dtype=torch.float64
+    )
+    needs_param = bool(getattr(rule, "needs_param", False))
+    with torch.no_grad():
+        state = rule.init_state(flat)
+    rows: list[Tensor] = []
+    for t in range(steps + 1):
+        with torch.enable_grad():
+            x = flat.detach().requires_grad_(True)
+            total, losses = _total_loss(problems, layout.views(x), t)
+            rows.append(torch.stack([v.detach() for v in losses]))
+            if t == steps:
+                break
+            g = _flat_grad(total, x, create_graph=False, retain_graph=False)
+        with torch.no_grad():
+            update, state = rule(g, state, param=flat if needs_param else None, step=t + 1)
+            flat = flat + update
+        if (t + 1) % check_every == 0 and not bool(
+            torch.isfinite(torch.stack(rows[-check_every:])).all()
+        ):
+            break
+    out = torch.stack(rows).to("cpu", torch.float64) * scale
+    full = torch.full((steps + 1, len(problems)), math.inf, dtype=torch.float64)
+    full[: out.shape[0]] = out
+    bad = ~torch.isfinite(full)
+    if bool(bad.any()):  # inf from the first non-finite value of each problem on
+        full[bad.cumsum(0) > 0] = math.inf
+    return full
