@@ -46,6 +46,8 @@ _SUBMODULES = {
     "plugins",
     "testing",
     "popart",
+    "compare",
+    "evaluate",
 }
 
 __all__ = [

@@ -30,7 +30,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -42,6 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from optizoo._io import write_text_atomic
 from optizoo.stats import Interval, format_interval, mean_ci, paired_difference
 from optizoo.tasks.base import Problem, Task
 
@@ -399,14 +399,7 @@ def _task_name(task: Task, given: str | Task) -> str:
     return given if isinstance(given, str) else getattr(task, "name", type(task).__name__)
 
 
-def _task_config(task: Task) -> dict[str, Any]:
-    config = getattr(task, "config", None)
-    if callable(config):
-        try:
-            return dict(config())
-        except Exception:
-            return {}
-    return {}
+from optizoo.tasks import task_config as _task_config  # noqa: E402
 
 
 @dataclass
@@ -856,7 +849,7 @@ class Comparison:
 
     def save_json(self, path: str | os.PathLike[str], *, include_curves: bool = True) -> Path:
         """Write :meth:`to_json` to ``path`` atomically."""
-        return _atomic_write_text(
+        return write_text_atomic(
             path, json.dumps(self.to_json(include_curves=include_curves), indent=1)
         )
 
@@ -897,21 +890,6 @@ def _args_text(args: Mapping[str, Any]) -> str:
     if not args:
         return ""
     return " (" + ", ".join(f"{k}={v}" for k, v in args.items()) + ")"
-
-
-def _atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 @contextmanager

@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from optizoo._io import write_text_atomic
 from optizoo.compare import (
     DEFAULT_GRID,
     Comparison,
-    _atomic_write_text,
     compare,
     log_grid,
     parse_spec,
@@ -294,7 +294,7 @@ class EvalReport:
 
     def save_json(self, path: str | os.PathLike[str], *, include_curves: bool = True) -> Path:
         """Write :meth:`to_json` atomically."""
-        return _atomic_write_text(
+        return write_text_atomic(
             path, json.dumps(self.to_json(include_curves=include_curves), indent=1)
         )
 

@@ -9,7 +9,6 @@ manifest, and write the reproduction table and figure into docs/.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -17,7 +16,7 @@ import torch
 import optizoo
 from optizoo.compare import compare
 from optizoo.zoo.format import read_metadata, rule_from_file
-from optizoo.zoo.registry import MANIFEST, PRETRAINED_DIR, sha256_file
+from optizoo.zoo.manifest import add_to_shipped
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "lstm-quadratic"
@@ -79,10 +78,10 @@ def main() -> None:
         "evaluation": evaluation,
         "recipe": "scripts/train_lstm_quadratic.py --meta-steps 3000 --seed 0",
     }
-    out = PRETRAINED_DIR / f"{NAME}.safetensors"
+    staged = run / f"{NAME}.safetensors"
     optizoo.save_rule(
         rule,
-        out,
+        staged,
         training=training,
         description=(
             "Coordinate-wise 2x20 LSTM (log-and-sign inputs) meta-trained on 10-dim quadratics "
@@ -91,9 +90,7 @@ def main() -> None:
         ),
         license="MIT",
     )
-    manifest = json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {}
-    manifest[out.name] = sha256_file(out)
-    MANIFEST.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    out = add_to_shipped(staged, NAME, overwrite=True)  # copies + updates MANIFEST.json atomically
 
     docs = ROOT / "docs"
     (docs / "figures").mkdir(parents=True, exist_ok=True)
@@ -109,7 +106,7 @@ def main() -> None:
         + results["sum"].table(),
     ]
     (docs / "_quadratic_tables.md").write_text("\n\n".join(tables))  # pasted into docs/learning-to-learn.md
-    print(f"wrote {out} and docs/_quadratic_tables.md")
+    print(f"wrote {out} and docs/_quadratic_tables.md; now run scripts/build_zoo_docs.py")
 
 
 if __name__ == "__main__":

@@ -196,14 +196,7 @@ class MetaConfig:
         return cls(**dict(data))
 
 
-def _task_config(task: Task) -> dict[str, Any]:
-    config = getattr(task, "config", None)
-    if callable(config):
-        try:
-            return dict(config())
-        except Exception:
-            return {}
-    return {}
+from optizoo.tasks import task_config as _task_config  # noqa: E402
 
 
 def _resolve_task(

@@ -22,6 +22,7 @@ __all__ = [
     "Task",
     "available",
     "get",
+    "task_config",
 ]
 
 
@@ -31,6 +32,18 @@ def get(name: str, **kwargs: Any) -> Task:
 
     factory = plugins.get("tasks", name)
     return factory(**kwargs)
+
+
+def task_config(task: Task) -> dict[str, Any]:
+    """A task's constructor arguments, from its ``config()`` method when it has one (``{}``
+    otherwise, or when ``config()`` fails); used to record tasks in logs and weight files."""
+    config = getattr(task, "config", None)
+    if callable(config):
+        try:
+            return dict(config())
+        except Exception:
+            return {}
+    return {}
 
 
 def available() -> list[str]:

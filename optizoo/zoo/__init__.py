@@ -52,19 +52,27 @@ def load_pretrained(
 
 
 def list_pretrained() -> list[dict[str, Any]]:
-    """One dict per pretrained optimizer: name, source, rule, description, training record."""
+    """One dict per pretrained optimizer: name, source, rule, description, training record.
+
+    An entry whose file cannot be read (e.g. a broken plugin file) is listed with an ``error``
+    instead of hiding every other entry.
+    """
+    from optizoo.errors import WeightsError
+
     out = []
     for entry in all_pretrained().values():
-        meta = entry.metadata()
+        row: dict[str, Any] = {"name": entry.name, "source": entry.source, "path": str(entry.path)}
+        try:
+            meta = entry.metadata()
+        except WeightsError as exc:
+            row["error"] = str(exc)
+            out.append(row)
+            continue
         training = meta.get("optizoo.training", {})
-        out.append(
-            {
-                "name": entry.name,
-                "source": entry.source,
-                "rule": meta.get("optizoo.rule"),
-                "description": meta.get("description", ""),
-                "trained_on": training.get("tasks", training.get("task")),
-                "path": str(entry.path),
-            }
+        row.update(
+            rule=meta.get("optizoo.rule"),
+            description=meta.get("description", ""),
+            trained_on=training.get("tasks", training.get("task")),
         )
+        out.append(row)
     return out

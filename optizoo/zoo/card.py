@@ -1,0 +1,605 @@
+"""Model cards: a markdown page for a weight file, generated from its metadata alone.
+
+>>> from optizoo.zoo.card import card_for_file
+>>> print(card_for_file("dist/my-lstm.safetensors", figure="my-lstm.png"))
+
+A card has: the one-line description, how to load the optimizer, the file (sha256, format,
+licence, versions), the architecture (rule and its config), the meta-training record, the
+comparison tables against baselines recorded in ``optizoo.training["evaluation"]`` (and the
+held-out generalization suite in ``optizoo.training["generalization"]``, when recorded), the
+loss-curve figure, and a **Where it loses** section written from the numbers: every recorded
+case where a baseline's mean is lower than the learned optimizer's is stated in words with both
+numbers and the paired difference, and what the record does *not* cover (tasks never evaluated,
+steps past the training horizon) is said too.
+
+Recorded evaluation layout (written by :func:`optizoo.zoo.publish.publish_rule`; the shipped
+``lstm-quadratic`` file uses the same keys)::
+
+    "evaluation": {
+        "task": "quadratic", "task_args": {...}, "held_out_problems": 100,
+        "baselines": "learning rate tuned by ...", "learned": "my-lstm",
+        "at_200_steps_tuned_for_final": {             # one block per (steps, tuning criterion)
+            "my-lstm": {"lr": 1.0, "tuned": false, "final_loss": INTERVAL,
+                        "sum_of_losses": INTERVAL, "test_loss": INTERVAL (optional)},
+            "adam": {"lr": 0.237, "tuned": true, ...,
+                     "learned_minus_this": {"final_loss": INTERVAL, ...}},   # optional, paired
+        },
+    }
+
+where ``INTERVAL`` is :meth:`optizoo.stats.Interval.to_dict` (mean, half_width, n, confidence,
+n_nonfinite; non-finite values as ``null``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from optizoo.stats import Interval, format_interval
+
+__all__ = [
+    "card_for_file",
+    "evaluation_blocks",
+    "learned_label",
+    "model_card",
+    "summary_phrase",
+    "where_it_loses",
+    "write_text_atomic",
+]
+
+_BLOCK_RE = re.compile(r"^at_(\d+)_steps_tuned_for_(\w+)$")
+#: metric key in a recorded entry -> words
+METRICS: dict[str, str] = {
+    "final_loss": "final loss",
+    "sum_of_losses": "sum of losses",
+    "test_loss": "test loss",
+}
+_CRITERION_TEXT = {"final": "final loss", "sum": "sum of losses", "test": "test loss"}
+#: training-record keys shown in the "Meta-training" table, in this order
+_RECORD_KEYS = (
+    ("tasks", "task(s)"),
+    ("task", "task"),
+    ("task_args", "task arguments"),
+    ("task_config", "task configuration"),
+    ("unroll", "unroll (steps per truncation)"),
+    ("horizon", "horizon (steps per episode)"),
+    ("meta_steps", "meta-steps (of these weights)"),
+    ("meta_optimizer", "meta-optimizer"),
+    ("problems_per_step", "problems per meta-step"),
+    ("second_order", "second-order meta-gradients"),
+    ("loss_weights", "meta-loss weights"),
+    ("seed", "seed"),
+    ("seeds", "seeds"),
+    ("selection", "selection"),
+    ("run", "run"),
+    ("recipe", "recipe"),
+)
+_TABLE_SKIP = {"evaluation", "generalization", "meta_config"}
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+from optizoo._io import write_text_atomic  # noqa: E402 - re-exported
+
+
+def _interval(d: Any) -> Interval | None:
+    """An :class:`Interval` from its ``to_dict`` form (``None`` if ``d`` is not one)."""
+    if not isinstance(d, Mapping) or "mean" not in d:
+        return None
+    mean = d.get("mean")
+    hw = d.get("half_width")
+    n_bad = int(d.get("n_nonfinite") or 0)
+    return Interval(
+        mean=math.inf if mean is None else float(mean),
+        half_width=math.nan if hw is None else float(hw),
+        n=int(d.get("n") or 0),
+        confidence=float(d.get("confidence") or 0.95),
+        n_nonfinite=n_bad if mean is not None or n_bad else 1,
+    )
+
+
+def _fmt(iv: Interval | None, digits: int = 3) -> str:
+    return "—" if iv is None else format_interval(iv, digits)
+
+
+def _signed(iv: Interval) -> str:
+    if math.isnan(iv.half_width):
+        return f"{iv.mean:+.3g}"
+    return f"{iv.mean:+.3g} ± {iv.half_width:.2g}"
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return "`" + json.dumps(value, sort_keys=True) + "`"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _words(items: Sequence[str]) -> str:
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+# --------------------------------------------------------------------------- evaluation record
+
+
+def evaluation_blocks(evaluation: Mapping[str, Any]) -> list[tuple[int, str, dict[str, Any]]]:
+    """``[(steps, criterion, {label: entry})]`` of a recorded evaluation, sorted by criterion
+    (``final`` first) then steps."""
+    blocks = []
+    for key, value in evaluation.items():
+        m = _BLOCK_RE.match(key)
+        if m and isinstance(value, Mapping) and value:
+            blocks.append((int(m.group(1)), m.group(2), dict(value)))
+    order = {"final": 0, "sum": 1, "test": 2}
+    blocks.sort(key=lambda b: (order.get(b[1], 9), b[1], b[0]))
+    return blocks
+
+
+def learned_label(evaluation: Mapping[str, Any]) -> str | None:
+    """The label of the learned optimizer inside the evaluation blocks.
+
+    ``evaluation["learned"]`` when recorded; otherwise the one untuned entry that is not a
+    ``torch.optim`` baseline name (``"lstm"`` in the shipped ``lstm-quadratic`` file).
+    """
+    if isinstance(evaluation.get("learned"), str):
+        return evaluation["learned"]
+    from optizoo.compare import BASELINES
+
+    for _, _, block in evaluation_blocks(evaluation):
+        for label, entry in block.items():
+            name = label.split(":")[0]
+            if not entry.get("tuned") and name not in BASELINES:
+                return label
+    return None
+
+
+def _baseline_text(label: str, entry: Mapping[str, Any]) -> str:
+    lr = entry.get("lr")
+    lr_text = "" if lr is None else f"lr {float(lr):.3g}"
+    if entry.get("tuned"):
+        return f"tuned {label} ({lr_text})" if lr_text else f"tuned {label}"
+    return f"{label} (fixed {lr_text})" if lr_text else label
+
+
+def _evaluation_table(block: Mapping[str, Any], steps: int, learned: str | None, name: str) -> str:
+    metrics = [m for m in METRICS if any(_interval(e.get(m)) for e in block.values())]
+    head = ["optimizer", "lr"]
+    head += [
+        f"final loss (step {steps})"
+        if m == "final_loss"
+        else f"sum of losses (steps 0–{steps - 1})"
+        if m == "sum_of_losses"
+        else f"test loss (step {steps})"
+        for m in metrics
+    ]
+    paired = [
+        m
+        for m in metrics
+        if any(isinstance(e.get("learned_minus_this"), Mapping) for e in block.values())
+    ]
+    head += [f"{name} − this, {METRICS[m]} (paired)" for m in paired]
+    rows = []
+    ordered = sorted(block.items(), key=lambda kv: kv[0] != learned)  # learned row first
+    for label, entry in ordered:
+        lr = entry.get("lr")
+        lr_text = "—" if lr is None else f"{float(lr):.3g}"
+        if label == learned and not entry.get("tuned"):
+            lr_text += " (as trained)"
+        if entry.get("tuned"):
+            lr_text += " (tuned" + (", grid edge!" if entry.get("grid_edge") else "") + ")"
+        shown = f"**{name}**" if label == learned else label
+        row = [shown, lr_text] + [_fmt(_interval(entry.get(m))) for m in metrics]
+        diffs = entry.get("learned_minus_this") or {}
+        for m in paired:
+            iv = _interval(diffs.get(m)) if label != learned else None
+            row.append("—" if iv is None else _signed(iv))
+        rows.append(row)
+    return _table(head, rows)
+
+
+def _evaluation_caption(evaluation: Mapping[str, Any]) -> str:
+    parts = []
+    task = evaluation.get("task")
+    if task:
+        args = evaluation.get("task_args") or {}
+        parts.append(
+            f"Task `{task}`" + (f" with `{json.dumps(args, sort_keys=True)}`" if args else "")
+        )
+    n = evaluation.get("held_out_problems")
+    if n:
+        parts.append(
+            f"{n} held-out problems (never used for meta-training or tuning), the same for every "
+            "optimizer; mean ± 95% Student-t half-width"
+        )
+    if evaluation.get("baselines"):
+        parts.append(f"baselines: {evaluation['baselines']}")
+    return ("; ".join(parts) + ".") if parts else ""
+
+
+def _generalization_table(gen: Mapping[str, Any], name: str) -> str:
+    head = ["task", "steps", name, "Adam (tuned lr)", "lr", f"{name} − Adam (paired)", "verdict"]
+    rows = []
+    for r in gen.get("rows", []):
+        diff = _interval(r.get("difference"))
+        rows.append(
+            [
+                str(r.get("task")),
+                f"{r.get('steps')} ({r.get('multiple')}×)",
+                _fmt(_interval(r.get("optimizer"))),
+                _fmt(_interval(r.get("adam"))),
+                f"{float(r['adam_lr']):.2g}" if r.get("adam_lr") is not None else "—",
+                "—" if diff is None else _signed(diff),
+                str(r.get("verdict", "")),
+            ]
+        )
+    return _table(head, rows)
+
+
+# --------------------------------------------------------------------------- honesty
+
+
+def where_it_loses(training: Mapping[str, Any], name: str) -> list[str]:
+    """Sentences (markdown bullets without the dash) stating, with numbers, every recorded case
+    where a baseline's mean beats the learned optimizer's, then what the record does not cover.
+
+    Args:
+        training: the decoded ``optizoo.training`` metadata.
+        name: the optimizer's name as it should read in the text.
+    """
+    out: list[str] = []
+    evaluation = training.get("evaluation")
+    evaluation = evaluation if isinstance(evaluation, Mapping) else {}
+    blocks = evaluation_blocks(evaluation)
+    learned = learned_label(evaluation) if blocks else None
+    lost_any = False
+    compared: set[str] = set()
+    max_steps = 0
+    for steps, criterion, block in blocks:
+        max_steps = max(max_steps, steps)
+        mine = block.get(learned) if learned else None
+        if not isinstance(mine, Mapping):
+            continue
+        tuning = _CRITERION_TEXT.get(criterion, criterion)
+        when = f"After {steps} steps (baselines' learning rates tuned for {tuning})"
+        mine_iv = {m: _interval(mine.get(m)) for m in METRICS}
+        for metric, lv in mine_iv.items():
+            if lv is not None and lv.n_nonfinite:
+                out.append(
+                    f"{when}: {name} diverged (non-finite {METRICS[metric]}) on "
+                    f"{lv.n_nonfinite} of {lv.n} held-out problems."
+                )
+                lost_any = True
+        for label, entry in block.items():
+            if label == learned:
+                continue
+            clauses = []
+            for metric, metric_text in METRICS.items():
+                lv, bv = mine_iv[metric], _interval(entry.get(metric))
+                if lv is None or bv is None:
+                    continue
+                compared.add(label)
+                if lv.n_nonfinite or bv.n_nonfinite or not bv.mean < lv.mean:
+                    continue
+                clause = f"in {metric_text}, {format_interval(bv)} against {format_interval(lv)}"
+                diff = _interval((entry.get("learned_minus_this") or {}).get(metric))
+                if diff is not None and not diff.n_nonfinite and not math.isnan(diff.half_width):
+                    pct = f"{round(diff.confidence * 100)}%"
+                    sig = (
+                        f"significant at {pct}"
+                        if diff.low > 0
+                        else f"not significant at {pct}: the interval includes 0"
+                    )
+                    clause += f" (paired difference {name} − {label}: {_signed(diff)}, {sig})"
+                elif not math.isnan(lv.half_width) and bv.high < lv.low:
+                    clause += " (the intervals do not overlap)"
+                clauses.append(clause)
+            if clauses:
+                lost_any = True
+                out.append(
+                    f"{when}, {_baseline_text(label, entry)} has a lower mean than {name} "
+                    + "; ".join(clauses)
+                    + "."
+                )
+    gen = training.get("generalization")
+    gen = gen if isinstance(gen, Mapping) else {}
+    gen_tasks: list[str] = []
+    for r in gen.get("rows", []):
+        gen_tasks.append(str(r.get("task")))
+        verdict = r.get("verdict")
+        opt, adam, diff = (
+            _interval(r.get("optimizer")),
+            _interval(r.get("adam")),
+            _interval(r.get("difference")),
+        )
+        where = (
+            f"On held-out task `{r.get('task')}` after {r.get('steps')} steps "
+            f"({r.get('multiple')}× the training horizon)"
+        )
+        if verdict == "diverged" or (opt is not None and opt.n_nonfinite):
+            out.append(f"{where}: {name} diverged on some problems ({_fmt(opt)}).")
+            lost_any = True
+        elif opt is not None and adam is not None and adam.mean < opt.mean:
+            lost_any = True
+            sig = (
+                "significant" if verdict == "worse" else "not significant: the interval includes 0"
+            )
+            out.append(
+                f"{where}: tuned Adam reaches a lower mean test loss than {name}: "
+                f"{format_interval(adam)} against {format_interval(opt)} (paired difference "
+                f"{'—' if diff is None else _signed(diff)}, {sig})."
+            )
+    if blocks and learned is not None and not lost_any:
+        baselines = _words(sorted(compared)) or "the baselines"
+        out.append(
+            f"In every recorded comparison (task `{evaluation.get('task', '?')}`) the mean of "
+            f"{name} is lower than that of {baselines}; that says nothing about other tasks."
+        )
+    if not blocks:
+        out.append(
+            "This file records no comparison against tuned baselines, so there is no evidence "
+            "that it beats a hand-designed optimizer with a tuned learning rate anywhere; "
+            "measure it with `optizoo compare` before relying on it."
+        )
+    trained = training.get("tasks") or training.get("task")
+    trained_text = (
+        _words([f"`{t}`" for t in trained])
+        if isinstance(trained, list)
+        else (f"`{trained}`" if trained else "an unrecorded task")
+    )
+    if not gen_tasks:
+        out.append(
+            f"Meta-trained on {trained_text}; no evaluation on other tasks (e.g. neural networks) "
+            "is recorded, and learned optimizers often fail outside their training distribution."
+        )
+    horizon = training.get("horizon")
+    longest = max([max_steps] + [int(r.get("steps") or 0) for r in gen.get("rows", [])])
+    if isinstance(horizon, int) and longest and longest <= horizon:
+        out.append(
+            f"Only measured up to {longest} steps; behaviour past the {horizon}-step training "
+            "horizon is unknown (learned optimizers can stall or diverge there)."
+        )
+    return out
+
+
+def summary_phrase(training: Mapping[str, Any]) -> str:
+    """A short verdict for a one-line description, e.g. ``"beats tuned adam and sgd on held-out
+    quadratic problems at 200 steps; loses to tuned rmsprop"`` (``""`` without a record).
+
+    Uses the final loss of the longest comparison tuned for final loss (or the first block).
+    """
+    evaluation = training.get("evaluation")
+    if not isinstance(evaluation, Mapping):
+        return ""
+    blocks = evaluation_blocks(evaluation)
+    learned = learned_label(evaluation)
+    if not blocks or learned is None:
+        return ""
+    finals = [b for b in blocks if b[1] == "final"] or blocks
+    steps, _, block = max(finals, key=lambda b: b[0])
+    lv = _interval((block.get(learned) or {}).get("final_loss"))
+    if lv is None:
+        return ""
+    wins, losses = [], []
+    for label, entry in block.items():
+        if label == learned:
+            continue
+        bv = _interval(entry.get("final_loss"))
+        if bv is None:
+            continue
+        shown = f"tuned {label}" if entry.get("tuned") else label
+        if not lv.n_nonfinite and (bv.n_nonfinite or lv.mean < bv.mean):
+            wins.append(shown)
+        else:
+            losses.append(shown)
+    task = evaluation.get("task", "its task")
+    parts = []
+    if wins:
+        parts.append(f"beats {_words(wins)} on held-out {task} problems at {steps} steps")
+    if losses:
+        parts.append(
+            f"loses to {_words(losses)}"
+            + ("" if wins else f" on held-out {task} problems at {steps} steps")
+        )
+    return "; ".join(parts) + " (final loss)" if parts else ""
+
+
+# --------------------------------------------------------------------------- the card
+
+
+def model_card(
+    metadata: Mapping[str, Any],
+    *,
+    name: str,
+    sha256: str | None = None,
+    figure: str | None = None,
+    figures: Sequence[tuple[str, str]] = (),
+    load_path: str | None = None,
+    source: str | None = None,
+) -> str:
+    """The markdown model card of a weight file.
+
+    Args:
+        metadata: :func:`optizoo.zoo.read_metadata` of the file (JSON fields decoded).
+        name: the optimizer's name (title, code examples).
+        sha256: the file's sha256 (shown so a download can be checked).
+        figure: path of the loss-curve figure, relative to where the card will live.
+        figures: further ``(caption, relative path)`` figures (meta-training curve, ...).
+        load_path: the path shown in the "load by path" example (default ``NAME.safetensors``).
+        source: who provides it (``"optizoo"`` for shipped files, a plugin distribution...).
+
+    Returns:
+        Markdown text ending in a newline.
+    """
+    training = metadata.get("optizoo.training") or {}
+    config = metadata.get("optizoo.config") or {}
+    versions = metadata.get("optizoo.versions") or {}
+    rule = metadata.get("optizoo.rule", "?")
+    description = str(metadata.get("description") or "").strip()
+    lines = [f"# {name}", ""]
+    lines += [description or "_No description recorded._", ""]
+
+    # --- usage
+    path_text = load_path or f"{name}.safetensors"
+    lines += ["## Use it", "", "```python", "import optizoo", ""]
+    if rule == "lstm":
+        lines += [
+            f'opt = optizoo.LSTMOptimizer(model.parameters(), weights="{name}")  # by name',
+            f'opt = optizoo.LSTMOptimizer(model.parameters(), weights="{path_text}")  # by path',
+        ]
+    else:
+        lines += [
+            f'opt = optizoo.load_pretrained("{name}", model.parameters())  # by name',
+            f'opt = optizoo.load_pretrained("{path_text}", model.parameters())  # by path',
+        ]
+    lines += ["```", ""]
+    lines += [
+        "Loading by name works once the file is shipped in optizoo's `pretrained/` folder or "
+        "registered by a plugin through the `optizoo_pretrained` hook; loading by path always "
+        "works. `lr` (default 1.0) scales the learned update.",
+        "",
+    ]
+
+    # --- file
+    lines += ["## File", ""]
+    rows = [
+        ["name", f"`{name}`"],
+        ["rule", f"`{rule}`"],
+        ["weight format", f"optizoo format {metadata.get('optizoo.format', '?')} (safetensors)"],
+    ]
+    if source:
+        rows.append(["provided by", source])
+    if sha256:
+        rows.append(["sha256", f"`{sha256}`"])
+    rows.append(["licence", str(metadata.get("license") or "not stated")])
+    if versions:
+        rows.append(["written with", ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))])
+    lines += [_table(["", ""], rows), ""]
+
+    # --- architecture
+    lines += ["## Architecture", "", f"Update rule `{rule}` with this configuration:", ""]
+    lines += [
+        _table(["option", "value"], [[f"`{k}`", _value_text(v)] for k, v in sorted(config.items())])
+        if config
+        else "_No configuration recorded._",
+        "",
+    ]
+
+    # --- training record
+    lines += ["## Meta-training", ""]
+    if training:
+        shown = [(label, training[key]) for key, label in _RECORD_KEYS if key in training]
+        if shown:
+            lines += [_table(["", ""], [[lab, _value_text(v)] for lab, v in shown]), ""]
+        rest = {
+            k: v
+            for k, v in training.items()
+            if k not in _TABLE_SKIP and k not in {key for key, _ in _RECORD_KEYS}
+        }
+        if rest:
+            lines += [
+                "Other recorded fields:",
+                "",
+                "```json",
+                json.dumps(rest, indent=1, sort_keys=True),
+                "```",
+                "",
+            ]
+    else:
+        lines += ["_No training record in this file._", ""]
+
+    # --- evaluation
+    evaluation = training.get("evaluation") if isinstance(training, Mapping) else None
+    blocks = evaluation_blocks(evaluation) if isinstance(evaluation, Mapping) else []
+    lines += ["## Comparison with baselines", ""]
+    if blocks:
+        assert isinstance(evaluation, Mapping)
+        learned = learned_label(evaluation)
+        caption = _evaluation_caption(evaluation)
+        if caption:
+            lines += [caption, ""]
+        for steps, criterion, block in blocks:
+            tuning = _CRITERION_TEXT.get(criterion, criterion)
+            lines += [
+                f"### After {steps} steps, baselines tuned for {tuning}",
+                "",
+                _evaluation_table(block, steps, learned, name),
+                "",
+            ]
+    else:
+        lines += ["_No comparison against tuned baselines is recorded in this file._", ""]
+    if figure:
+        lines += [f"![Loss curves of {name} and the baselines]({figure})", ""]
+
+    gen = training.get("generalization") if isinstance(training, Mapping) else None
+    if isinstance(gen, Mapping) and gen.get("rows"):
+        lines += ["## Held-out tasks", ""]
+        text = (
+            "Mean **test** loss on tasks of the evaluation suite "
+            f"`{gen.get('suite', 'default')}` against `torch.optim.Adam` with its learning rate "
+            "tuned on separate problems, paired by seed"
+        )
+        if gen.get("seeds"):
+            text += f" ({gen['seeds']} problems per task)"
+        text += "."
+        if gen.get("quick"):
+            text += (
+                " **Quick settings** (few seeds, a coarse grid): a smoke test, not evidence "
+                "either way."
+            )
+        lines += [text, "", _generalization_table(gen, name), ""]
+        for caption, path in figures:
+            if "generalization" in caption.lower():
+                lines += [f"![{caption}]({path})", ""]
+
+    # --- honesty
+    lines += ["## Where it loses", ""]
+    lines += [f"- {s}" for s in where_it_loses(training, name)]
+    lines += [""]
+
+    other = [(c, p) for c, p in figures if "generalization" not in c.lower()]
+    if other:
+        lines += ["## Figures", ""]
+        for caption, path in other:
+            lines += [f"{caption}:", "", f"![{caption}]({path})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def card_for_file(
+    path: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    figure: str | None = None,
+    figures: Sequence[tuple[str, str]] = (),
+    load_path: str | None = None,
+    source: str | None = None,
+) -> str:
+    """:func:`model_card` of the weight file at ``path`` (name defaults to the file stem)."""
+    from optizoo.zoo.format import read_metadata
+    from optizoo.zoo.registry import sha256_file
+
+    path = Path(path)
+    return model_card(
+        read_metadata(path),
+        name=name or path.stem,
+        sha256=sha256_file(path),
+        figure=figure,
+        figures=figures,
+        load_path=load_path or path.name,
+        source=source,
+    )
