@@ -20,7 +20,7 @@ from optizoo.errors import (
     UnknownNameError,
     WeightsError,
 )
-from optizoo.plugins import hookimpl
+from optizoo.plugins import PluginWarning, hookimpl
 
 #: public name -> module that defines it
 _LAZY: dict[str, str] = {
@@ -53,6 +53,7 @@ _SUBMODULES = {
 __all__ = [
     "OptizooError",
     "PluginError",
+    "PluginWarning",
     "StateMismatchError",
     "UnknownNameError",
     "WeightsError",

@@ -29,7 +29,15 @@ def optizoo_tasks() -> dict[str, Any]:
     from optizoo.tasks.mlp import MLPTask
     from optizoo.tasks.quadratic import QuadraticTask
 
-    return {"quadratic": QuadraticTask, "linreg": LinRegTask, "mlp": MLPTask, "conv": ConvTask}
+    from optizoo.meta.tasks_mix import MixTask
+
+    return {
+        "quadratic": QuadraticTask,
+        "linreg": LinRegTask,
+        "mlp": MLPTask,
+        "conv": ConvTask,
+        "mix": MixTask,
+    }
 
 
 @hookimpl

@@ -13,7 +13,12 @@ import sys
 from collections.abc import Sequence
 
 #: Modules that contribute sub-commands, each with ``register(subparsers)``.
-COMMAND_MODULES: tuple[str, ...] = ("optizoo.plugins_cli",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "optizoo.plugins_cli",
+    "optizoo.compare_cli",
+    "optizoo.meta.cli",
+    "optizoo.zoo.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -312,7 +312,7 @@ def _load_plugin_manager() -> pluggy.PluginManager:
             info.status = "failed"
             info.error = (
                 f"plugin name {ep.name!r} is already used by {other.label()}; one of the two "
-                f"distributions must rename its entry point"
+                f"distributions must rename its entry point (or uninstall one of them)"
             )
             infos[f"{ep.name} ({dist})"] = info
             _warn_failed(info)
@@ -409,7 +409,8 @@ def _validate_value(kind: str, value: Any) -> tuple[Any, str | None]:
 
 def _collect() -> None:
     """Call every hook of every registered plugin and build all registries."""
-    pm = plugin_manager()
+    pm = _host.pm
+    assert pm is not None
     results: dict[str, dict[str, Any]] = {}  # plugin name -> kind -> returned value
     for kind, hookname in KINDS.items():
         for impl in getattr(pm.hook, hookname).get_hookimpls():
@@ -477,9 +478,13 @@ def _collect() -> None:
 
 def _ensure_collected() -> dict[str, dict[str, Any]]:
     with _lock:
-        _guard_reentry()
+        plugin_manager()  # loads entry points first (and guards against re-entry)
         if _host.registries is None:
-            _collect()
+            _host.loading_thread = threading.get_ident()
+            try:
+                _collect()
+            finally:
+                _host.loading_thread = None
         assert _host.registries is not None
         return _host.registries
 
@@ -501,8 +506,9 @@ def registry(kind: str) -> dict[str, Any]:
             claim one name in it (the message names them and says how to fix it).
     """
     _check_kind(kind)
-    registries = _ensure_collected()
-    found = _host.problems.get(kind) or []
+    with _lock:
+        registries = _ensure_collected()
+        found = list(_host.problems.get(kind) or [])
     if found:
         raise PluginError(f"cannot build the {kind} registry:\n  " + "\n  ".join(found))
     return dict(registries[kind])
@@ -570,6 +576,14 @@ def register(
         if name in _host.infos:
             other = _host.infos[name].label()
             raise PluginError(f"a plugin named {name!r} is already registered ({other})")
+        if pm.is_registered(plugin):
+            other = _host.infos.get(pm.get_name(plugin) or "")
+            where = other.label() if other else repr(pm.get_name(plugin))
+            raise PluginError(
+                f"this object is already registered as {where}; to test it inline, block the "
+                f"installed copy ({DISABLE_ENV}={pm.get_name(plugin)}) and call "
+                f"optizoo.plugins.reset() first"
+            )
         error = _register_checked(pm, plugin, name)
         if error is not None:
             raise PluginError(f"plugin {name!r}: {error}")

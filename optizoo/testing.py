@@ -31,11 +31,17 @@ from torch import nn
 
 __all__ = [
     "CHECKS",
+    "PREPROCESSOR_CHECKS",
+    "TASK_CHECKS",
+    "check_preprocessor",
+    "check_task",
     "ConformanceError",
     "ConformanceReport",
     "check_optimizer",
     "run_check",
     "run_conformance",
+    "run_preprocessor_check",
+    "run_task_check",
 ]
 
 Factory = Callable[..., torch.optim.Optimizer]
@@ -440,3 +446,14 @@ def check_optimizer(factory: Factory, **kwargs: Any) -> ConformanceReport:
     if not report.ok:
         raise ConformanceError(str(report))
     return report
+
+
+# Conformance checks for tasks and preprocessors (plugin authors), defined in their own module.
+from optizoo.testing_tasks import (  # noqa: E402
+    PREPROCESSOR_CHECKS,
+    TASK_CHECKS,
+    check_preprocessor,
+    check_task,
+    run_preprocessor_check,
+    run_task_check,
+)
