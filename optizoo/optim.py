@@ -220,6 +220,10 @@ class LearnedOptimizer(torch.optim.Optimizer):
             if self.rule.needs_param
             else None
         )
+        if total == 0:  # only empty parameters: nothing to update
+            for p in params:
+                self.state[p]["step"] = step
+            return
         keys = [k for k in self.state[params[0]] if k != "step"]
         state = {k: self._packed(params, k, total) for k in keys}
 

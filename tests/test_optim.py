@@ -353,3 +353,21 @@ def test_compiled_rule_matches_eager():
             ps[0].pow(2).sum().backward()
             o.step()
     torch.testing.assert_close(a[0], b[0], rtol=1e-5, atol=1e-6)
+
+
+def test_empty_parameters_are_fine():
+    ps = [
+        nn.Parameter(torch.zeros(0)),
+        nn.Parameter(torch.randn(3)),
+        nn.Parameter(torch.zeros(0, 4)),
+    ]
+    solo = [nn.Parameter(torch.zeros(0))]
+    start = ps[1].detach().clone()
+    for params in (ps, solo):
+        opt = LearnedOptimizer(params, Adam(lr=0.1))
+        for _ in range(2):
+            opt.zero_grad()
+            sum(p.sum() for p in params).backward()
+            opt.step()
+        assert all(opt.state[p]["step"] == 2 for p in params)
+    assert not torch.equal(start, ps[1])  # the non-empty parameter moved
