@@ -15,6 +15,10 @@ Usage::
 
     python benchmarks/step.py                 # all sizes, markdown table on stdout
     python benchmarks/step.py --sizes 1e4 1e5 --max-chunk 16384 --json out.json
+    python benchmarks/step.py --rule-config '{"parameterization": "nominal", "cell": "mlp"}'
+
+``--rule-config`` measures ``LearnedOptimizer(rule=LSTMRule(**config))`` (an option of the LSTM
+rule, random weights) in place of the default ``LSTMOptimizer``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,19 @@ import time
 import torch
 
 from optizoo.optim import LSTMOptimizer
+
+#: LSTMRule options to measure instead of the default rule (set by --rule-config)
+RULE_CONFIG: dict | None = None
+
+
+def make_learned(params: list[torch.nn.Parameter], **kwargs) -> torch.optim.Optimizer:
+    """The optimizer under test: the default LSTMOptimizer, or the --rule-config option."""
+    if RULE_CONFIG is None:
+        return LSTMOptimizer(params, weights=None, **kwargs)
+    from optizoo.optim import LearnedOptimizer
+    from optizoo.rules import LSTMRule
+
+    return LearnedOptimizer(params, rule=LSTMRule(**RULE_CONFIG), **kwargs)
 
 
 def make_params(n: int, seed: int = 0) -> list[torch.nn.Parameter]:
@@ -85,7 +102,7 @@ def measure(n: int, repeats: int, max_chunk: int | None, compile: bool = False) 
     set_grads(params)
     kwargs = {} if max_chunk is None else {"max_chunk": max_chunk}
     kwargs["compile"] = compile
-    lstm = LSTMOptimizer(params, weights=None, **kwargs)
+    lstm = make_learned(params, **kwargs)
     adam = torch.optim.Adam(params, lr=1e-3, foreach=True)
     lstm.step()  # initialise state (and compile, if asked)
     lstm.step()
@@ -113,7 +130,7 @@ def _peak_rss_child(n: int, max_chunk: int | None) -> None:
     params = make_params(n)
     set_grads(params)
     kwargs = {} if max_chunk is None else {"max_chunk": max_chunk}
-    opt = LSTMOptimizer(params, weights=None, **kwargs)
+    opt = make_learned(params, **kwargs)
     # allocate the state without stepping, so that the step's temporaries are what grows
     for p in params:
         st = opt.state[p]
@@ -132,6 +149,8 @@ def _peak_rss_child(n: int, max_chunk: int | None) -> None:
 
 def chunk_overhead(n: int, max_chunk: int | None) -> float:
     cmd = [sys.executable, __file__, "--_child", str(n), "--max-chunk", str(max_chunk or 0)]
+    if RULE_CONFIG is not None:
+        cmd += ["--rule-config", json.dumps(RULE_CONFIG)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     r = json.loads(out.strip().splitlines()[-1])
     return r["temporary"] / r["state"]
@@ -145,8 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     ap.add_argument("--compile", action="store_true", help="LSTMOptimizer(compile=True)")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--rule-config", default=None, help="JSON LSTMRule options to measure")
     ap.add_argument("--_child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    global RULE_CONFIG
+    RULE_CONFIG = json.loads(args.rule_config) if args.rule_config else None
     if args.threads:
         torch.set_num_threads(args.threads)
     max_chunk = args.max_chunk or None
@@ -168,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}"
     )
     print(f"dense fp32 matmul: {mm:.1f} GFLOP/s at start, {mm_end:.1f} at end\n")
+    if RULE_CONFIG is not None:
+        print(f"learned rule: LSTMRule(**{json.dumps(RULE_CONFIG)})\n")
     print(
         "| params | tensors | LSTM step ms | Adam step ms | LSTM/Adam | LSTM GFLOP/s "
         "| of matmul | state B/param LSTM | Adam | step temporaries / state |"

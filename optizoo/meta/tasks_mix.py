@@ -19,10 +19,17 @@ meta-trainer and :func:`optizoo.meta.unroll.rollout` divide losses by ``num_inst
 meta-objective therefore sees the *unscaled* loss, relative to the initial loss with
 ``normalize`` (so that tasks of very different loss magnitudes weigh alike in one meta-batch).
 ``eval_loss`` (the test split) is never rescaled.
+
+``validation=k`` (classifier tasks only) moves the last ``k`` training examples into the
+problem's ``eval_loss`` split: the problem then trains on the remaining examples and its
+``eval_loss`` is a *validation* loss. A meta-objective on it (see
+``scripts/train_lstm_generalist.py``) rewards generalization without ever touching the test split
+that :mod:`optizoo.evaluate` reports.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -75,6 +82,8 @@ class MixTask(Task):
             ``[1, 1]`` disables rescaling.
         normalize: divide each problem's meta-objective by its initial loss (one forward pass
             at sampling time).
+        validation: number of training examples moved into a validation split that replaces
+            the test split of classifier problems (0: keep the task's own split).
     """
 
     name: ClassVar[str] = "mix"
@@ -84,6 +93,7 @@ class MixTask(Task):
         tasks: Sequence[Mapping[str, Any]],
         rescale: Sequence[float] = (1.0, 1.0),
         normalize: bool = False,
+        validation: int = 0,
     ) -> None:
         from optizoo import tasks as registry
 
@@ -95,7 +105,9 @@ class MixTask(Task):
         self._tasks: list[Task] = []
         for i, spec in enumerate(tasks):
             if not isinstance(spec, Mapping) or "task" not in spec:
-                raise ValueError(f"mixture component {i} must be a dict with a 'task' name, got {spec!r}")
+                raise ValueError(
+                    f"mixture component {i} must be a dict with a 'task' name, got {spec!r}"
+                )
             unknown = set(spec) - {"task", "args", "weight"}
             if unknown:
                 raise ValueError(
@@ -119,6 +131,11 @@ class MixTask(Task):
             raise ValueError(f"rescale must be [lo, hi] with 0 < lo <= hi, got {rescale!r}")
         self.rescale = (float(rescale[0]), float(rescale[1]))
         self.normalize = bool(normalize)
+        if not (
+            isinstance(validation, int) and not isinstance(validation, bool) and validation >= 0
+        ):
+            raise ValueError(f"validation must be a non-negative int, got {validation!r}")
+        self.validation = validation
         w = torch.tensor([c["weight"] for c in self.components], dtype=torch.float64)
         self._cdf = (w.cumsum(0) / w.sum()).tolist()
 
@@ -128,6 +145,7 @@ class MixTask(Task):
             "tasks": [dict(c) for c in self.components],
             "rescale": list(self.rescale),
             "normalize": self.normalize,
+            "validation": self.validation,
         }
 
     def __repr__(self) -> str:
@@ -145,6 +163,8 @@ class MixTask(Task):
         lo, hi = self.rescale
         scale = math.exp(math.log(lo) + v * (math.log(hi) - math.log(lo)))
         inner = self._tasks[index].sample(generator, device)
+        if self.validation:
+            inner = _with_validation_split(inner, self.validation)
         norm = 1.0
         if self.normalize:
             with torch.no_grad():
@@ -153,3 +173,34 @@ class MixTask(Task):
                 )
             norm = f0 if math.isfinite(f0) and f0 > 0 else 1.0
         return ScaledProblem(inner, scale, component=index, norm=norm)
+
+
+def _with_validation_split(problem: Problem, k: int) -> Problem:
+    """The classifier ``problem`` trained on all but its last ``k`` training examples, with those
+    ``k`` as its ``eval_loss`` split (same initial weights and minibatch seed)."""
+    from optizoo.tasks.mlp import ClassifierProblem
+
+    if not isinstance(problem, ClassifierProblem):
+        raise ValueError(
+            f"validation splits need classifier problems (mlp, conv), got {type(problem).__name__}"
+        )
+    data = problem.data
+    n = int(data.y_train.shape[0])
+    if not 0 < k < n:
+        raise ValueError(f"validation={k} must be between 1 and {n - 1} for this task's data")
+    split = dataclasses.replace(
+        data,
+        x_train=data.x_train[: n - k],
+        y_train=data.y_train[: n - k],
+        x_test=data.x_train[n - k :],
+        y_test=data.y_train[n - k :],
+    )
+    return ClassifierProblem(
+        split,
+        problem._forward,
+        problem._init,
+        problem._make_model,
+        problem.batch_size,
+        problem.seed,
+        flatten=problem._x_train.dim() == 2,
+    )

@@ -77,7 +77,9 @@ class Features(nn.Module):
         self.log_sign = bool(log_sign)
         self.param = bool(param)
         if isinstance(progress, (str, bytes)) or not isinstance(progress, Sequence):
-            raise ValueError(f"progress must be a list of positive time constants, got {progress!r}")
+            raise ValueError(
+                f"progress must be a list of positive time constants, got {progress!r}"
+            )
         if not all(isinstance(t, (int, float)) and math.isfinite(t) and t > 0 for t in progress):
             raise ValueError(f"progress time constants must be positive, got {list(progress)!r}")
         self.progress = tuple(float(t) for t in progress)

@@ -110,7 +110,9 @@ class LSTMRule(UpdateRule):
         if cell not in _CELLS:
             raise ValueError(f"cell must be one of {list(_CELLS)}, got {cell!r}")
         if features is not None and not isinstance(features, dict):
-            raise TypeError(f"features must be a dict of Features options or None, got {features!r}")
+            raise TypeError(
+                f"features must be a dict of Features options or None, got {features!r}"
+            )
         if parameterization == "nominal" and features is None:
             features = {}
         for name, value in (
@@ -243,16 +245,21 @@ class LSTMRule(UpdateRule):
         return update.to(grad.dtype), new_state
 
     def _lstm(self, x: Tensor, state: State, compute: torch.dtype) -> tuple[Tensor, State]:
-        """The stacked LSTM on inputs ``x [n, k]``: top hidden state ``[n, H]`` and new h/c."""
-        h_prev = state["h"].to(compute)
-        c_prev = state["c"].to(compute)
+        """The stacked LSTM on inputs ``x [n, k]``: top hidden state ``[n, H]`` and new h/c.
+
+        One matrix product gives all four gates of every coordinate; the cell-candidate rows
+        are pre-scaled by 2 so a single sigmoid serves all gates: tanh(z) = 2 sigmoid(2z) - 1.
+        ``split``/``unbind`` (not slicing) keep the backward free of zero-fill-and-copy steps.
+        """
+        h_prev = state["h"].to(compute).unbind(1)
+        c_prev = state["c"].to(compute).unbind(1)
         H = self.hidden_size
         hs, cs = [], []
         for layer in range(self.num_layers):
             w, b = self._fused(layer, compute)
-            gates = torch.addmm(b, torch.cat((x, h_prev[:, layer]), dim=1), w.t()).sigmoid_()
-            i, f, o, g = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
-            c = torch.addcmul(f * c_prev[:, layer], i, g.mul(2.0).sub_(1.0))
+            gates = torch.addmm(b, torch.cat((x, h_prev[layer]), dim=1), w.t()).sigmoid_()
+            i, f, o, g = gates.split(H, dim=1)
+            c = torch.addcmul(f * c_prev[layer], i, g.mul(2.0).sub_(1.0))
             x = o * torch.tanh(c)
             hs.append(x)
             cs.append(c)
@@ -262,26 +269,9 @@ class LSTMRule(UpdateRule):
     def _forward_paper(self, grad: Tensor, state: State) -> tuple[Tensor, State]:
         """The paper's rule (default options): preprocessed gradient → LSTM → scaled head."""
         compute = grad.dtype if grad.dtype == torch.float64 else torch.float32
-        h_prev = state["h"].to(compute)
-        c_prev = state["c"].to(compute)
-        x = self.preprocess(grad.to(compute))
-        H = self.hidden_size
-        hs, cs = [], []
-        for layer in range(self.num_layers):
-            w, b = self._fused(layer, compute)
-            # one matrix product gives all four gates of every coordinate; the cell-candidate
-            # rows are pre-scaled by 2 so a single sigmoid serves all gates:
-            # tanh(z) = 2 * sigmoid(2 z) - 1
-            gates = torch.addmm(b, torch.cat((x, h_prev[:, layer]), dim=1), w.t()).sigmoid_()
-            i, f, o, g = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
-            c = torch.addcmul(f * c_prev[:, layer], i, g.mul(2.0).sub_(1.0))
-            x = o * torch.tanh(c)
-            hs.append(x)
-            cs.append(c)
-        out = torch.addmm(self.head_bias.to(compute), x, self.head_weight.to(compute).t())
-        update = (out.squeeze(-1) * self.output_scale).to(grad.dtype)
-        sdt = state["h"].dtype
-        return update, {"h": torch.stack(hs, 1).to(sdt), "c": torch.stack(cs, 1).to(sdt)}
+        top, new_state = self._lstm(self.preprocess(grad.to(compute)), state, compute)
+        out = torch.addmm(self.head_bias.to(compute), top, self.head_weight.to(compute).t())
+        return (out.squeeze(-1) * self.output_scale).to(grad.dtype), new_state
 
     def _fused(self, layer: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """Layer weights in ``dtype`` with the cell-candidate rows scaled by 2 (see forward)."""
