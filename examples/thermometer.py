@@ -34,7 +34,7 @@ def fit(make_optimizer, steps: int) -> tuple[float, float, float]:
         return float(((w * x + b - y) ** 2).mean()), float(w), float(b)
 
 
-def main(steps_sgd: int = 5000, steps_lstm: int = 500) -> dict[str, tuple[float, float, float]]:
+def main(steps_sgd: int = 5000, steps_lstm: int = 2000) -> dict[str, tuple[float, float, float]]:
     a = np.stack([np.array(T_X) * 0.1, np.ones(len(T_X))], 1)
     (w_ls, b_ls), *_ = np.linalg.lstsq(a, np.array(T_Y), rcond=None)
     loss_ls = float(np.mean((a @ [w_ls, b_ls] - T_Y) ** 2))

@@ -24,8 +24,10 @@ def test_every_shipped_file_matches_the_manifest_and_loads():
         meta = optizoo.zoo.read_metadata(path)
         assert meta["description"] and meta["license"]
         training = meta["optizoo.training"]
-        for key in ("task", "unroll", "horizon", "meta_steps", "seed", "evaluation"):
+        for key in ("task", "unroll", "horizon", "meta_steps", "seed"):
             assert key in training, (name, key)
+        # every shipped optimizer carries a measured comparison against tuned baselines
+        assert "evaluation" in training or "generalization" in training, name
         optizoo.zoo.load_rule(name)
 
 

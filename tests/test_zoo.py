@@ -204,7 +204,10 @@ def test_list_shows_pretrained_tasks_preprocessors_and_rules(capsys):
     assert rc == 0
     sections = out.split("\n\n")
     assert sections[0].startswith("pretrained optimizers:")
-    assert "lstm-quadratic [default]" in sections[0] and "trained on quadratic" in sections[0]
+    from optizoo.zoo.registry import default_name
+
+    assert f"{default_name()} [default]" in sections[0]
+    assert "lstm-quadratic" in sections[0] and "trained on quadratic" in sections[0]
     assert "tasks (optimizees):" in out and "  quadratic " in out and "  mlp " in out
     assert "log_sign" in out and "2 feature(s)" in out and "identity" in out
     assert "update rules:" in out and "  adam " in out
