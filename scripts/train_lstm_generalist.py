@@ -52,8 +52,8 @@ class ValidationMetaTrainer(MetaTrainer):
     """MetaTrainer whose meta-loss adds the problems' ``eval_loss`` (validation) at the end of
     every truncation, and which selects the best rule on that validation loss.
 
-    Same truncation, clipping, skipping and detaching as :meth:`MetaTrainer.step`; only the
-    meta-loss and the held-out selection metric differ.
+    Only the meta-loss (:meth:`MetaTrainer.meta_loss`) and the held-out selection metric differ
+    from :class:`MetaTrainer`.
     """
 
     def __init__(self, *args, validation_weight: float = 1.0, train_weight: float = 0.0, **kw):
@@ -67,52 +67,11 @@ class ValidationMetaTrainer(MetaTrainer):
             raise ValueError("a validation meta-objective needs problems with eval_loss")
         return torch.stack(losses).mean()
 
-    def step(self) -> dict:
-        self._ensure_training_weights()
-        cfg = self.config
-        start_time = time.perf_counter()
-        episode, truncation = divmod(self.meta_step, cfg.truncations)
-        problems = self._episode_problems(episode)
-        if truncation == 0 or self._inner is None:
-            self._inner = self._fresh_inner(problems)
-        flat, state, t = self._inner
-        steps = min(cfg.unroll, cfg.horizon - t)
-        losses, flat, state = unroll_flat(
-            self.rule, problems, self._layout, flat, state, steps=steps, start=t,
-            second_order=cfg.second_order,
-        )  # fmt: skip
-        per_step = losses[1:] * self._scale.to(losses.dtype)
-        w = self._weights[t : t + steps].to(losses.dtype)
-        train_term = (w.unsqueeze(1) * per_step).sum(0).mean()
+    def meta_loss(self, losses, problems, flat, t, steps):
+        train_term, _ = super().meta_loss(losses, problems, flat, t, steps)
         val_term = self._validation(problems, self._layout, flat)
-        meta_loss = self.validation_weight * val_term + self.train_weight * train_term
-        self.meta_opt.zero_grad(set_to_none=True)
-        meta_loss.backward()
-        params = [p for p in self.rule.parameters() if p.requires_grad]
-        norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip or math.inf)
-        skipped = not bool(torch.isfinite(norm))
-        if skipped:
-            self.meta_opt.zero_grad(set_to_none=True)
-        else:
-            self.meta_opt.step()
-        flat = flat.detach()
-        t_next = t + steps
-        if t_next >= cfg.horizon or not bool(torch.isfinite(flat).all()):
-            self._inner = None
-        else:
-            self._inner = (flat, {k: v.detach() for k, v in state.items()}, t_next)
-        self.meta_step += 1
-        return {
-            "kind": "train",
-            "meta_step": self.meta_step,
-            "episode": episode,
-            "truncation": truncation,
-            "meta_loss": float(meta_loss.detach()),
-            "validation_loss": float(val_term.detach()),
-            "grad_norm": float(norm),
-            "skipped": skipped,
-            "seconds": time.perf_counter() - start_time,
-        }
+        loss = self.validation_weight * val_term + self.train_weight * train_term
+        return loss, {"validation_loss": float(val_term.detach())}
 
     def evaluate(self) -> dict:
         """Validation loss of the held-out problems after ``eval_horizon`` steps (no graph)."""

@@ -463,9 +463,7 @@ class MetaTrainer:
             self.rule, problems, self._layout, flat, state,
             steps=steps, start=t, second_order=cfg.second_order,
         )  # fmt: skip
-        per_step = losses[1:] * self._scale.to(losses.dtype)  # [steps, P], per instance
-        w = self._weights[t : t + steps].to(losses.dtype)
-        meta_loss = (w.unsqueeze(1) * per_step).sum(0).mean()
+        meta_loss, extra = self.meta_loss(losses, problems, flat, t, steps)
         self.meta_opt.zero_grad(set_to_none=True)
         meta_loss.backward()
         params = [p for p in self.rule.parameters() if p.requires_grad]
@@ -492,10 +490,33 @@ class MetaTrainer:
             "episode": episode,
             "truncation": truncation,
             "meta_loss": float(logged_loss),
+            **extra,
             "grad_norm": float(norm),
             "skipped": skipped,
             "seconds": time.perf_counter() - start_time,
         }
+
+    def meta_loss(
+        self, losses: Tensor, problems: list[Problem], flat: Tensor, t: int, steps: int
+    ) -> tuple[Tensor, dict[str, float]]:
+        """The meta-loss of one truncation, and extra values to log with it.
+
+        Args:
+            losses: ``[steps + 1, P]`` per-problem losses of the truncation (with the graph);
+                row 0 is before the first update.
+            problems: the ``P`` problems being unrolled.
+            flat: the parameters after the truncation (with the graph), one flat vector.
+            t: episode step at which the truncation started; ``steps``: its length.
+
+        The default is the weighted sum of the per-instance losses after each update, averaged
+        over problems (Andrychowicz et al. 2016). Subclasses override this to change the
+        meta-objective (e.g. a validation loss); truncation, clipping, gradient averaging across
+        processes and detaching stay in :meth:`step`.
+        """
+        assert self._scale is not None
+        per_step = losses[1:] * self._scale.to(losses.dtype)  # [steps, P], per instance
+        w = self._weights[t : t + steps].to(losses.dtype)
+        return (w.unsqueeze(1) * per_step).sum(0).mean(), {}
 
     # ------------------------------------------------------------------ evaluation
 
