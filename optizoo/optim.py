@@ -154,10 +154,10 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 )
             sdtype = self.rule.state_dtype(p.real.dtype if p.is_complex() else p.dtype)
             state = self.state[p]
-            if not state:
-                fresh[(p.device, sdtype)].append(p)
+            if not state:  # packed with exactly the parameters it will step with
+                fresh[(p.device, p.dtype, sdtype)].append(p)
             buckets[(p.device, p.dtype, sdtype, state.get("step", 0))].append(p)
-        for (_device, sdtype), params in fresh.items():
+        for (_device, _pdtype, sdtype), params in fresh.items():
             self._init_state(params, sdtype)
         for (device, _pdtype, sdtype, step), params in buckets.items():
             self._step_bucket(params, device, sdtype, step + 1, group["lr"], group["maximize"])

@@ -371,3 +371,23 @@ def test_empty_parameters_are_fine():
             opt.step()
         assert all(opt.state[p]["step"] == 2 for p in params)
     assert not torch.equal(start, ps[1])  # the non-empty parameter moved
+
+
+def test_state_stays_packed_across_steps_with_mixed_dtypes():
+    # bf16 and float32 parameters share a state dtype but step in separate buckets; each bucket's
+    # state must be one buffer (per-parameter views), not re-packed (copied) at every step
+    ps = [
+        nn.Parameter(torch.randn(5)),
+        nn.Parameter(torch.randn(4, dtype=torch.bfloat16)),
+        nn.Parameter(torch.randn(3)),
+    ]
+    opt = LSTMOptimizer(ps, weights=None)
+    ptrs = []
+    for _ in range(3):
+        opt.zero_grad()
+        sum(p.float().sum() for p in ps).backward()
+        opt.step()
+        ptrs.append([opt.state[p]["h"].data_ptr() for p in ps])
+    assert ptrs[0] == ptrs[1] == ptrs[2]  # no re-packing after the first step
+    h0, h2 = opt.state[ps[0]]["h"], opt.state[ps[2]]["h"]
+    assert h0.untyped_storage().data_ptr() == h2.untyped_storage().data_ptr()  # one buffer
