@@ -375,7 +375,8 @@ def test_empty_parameters_are_fine():
 
 def test_state_stays_packed_across_steps_with_mixed_dtypes():
     # bf16 and float32 parameters share a state dtype but step in separate buckets; each bucket's
-    # state must be one buffer (per-parameter views), not re-packed (copied) at every step
+    # state is one buffer (per-parameter views) that later steps update in place, never
+    # re-packing (copying) it
     ps = [
         nn.Parameter(torch.randn(5)),
         nn.Parameter(torch.randn(4, dtype=torch.bfloat16)),
