@@ -220,24 +220,16 @@ def run_evaluate(
     args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
     """Run ``optizoo evaluate``; return the exit status."""
-    from optizoo.evaluate import SUITES, evaluate
+    from optizoo.evaluate import evaluate
 
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     try:
-        suite: Any = "default"
-        if args.tasks:
-            known = {t.name: t for t in SUITES["default"]}
-            unknown = [t for t in args.tasks if t not in known]
-            if unknown:
-                raise ValueError(
-                    f"unknown suite task(s) {unknown}; the suite has: {', '.join(known)}"
-                )
-            suite = [known[t] for t in args.tasks]
         report = evaluate(
             args.optimizer,
             args.horizon,
-            suite,
+            "default",
+            tasks=args.tasks,
             seeds=args.seeds,
             tune_seeds=args.tune_seeds,
             multiples=args.multiples,

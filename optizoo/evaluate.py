@@ -356,6 +356,7 @@ def evaluate(
     horizon: int = 100,
     suite: str | Sequence[EvalTask] = "default",
     *,
+    tasks: Sequence[str] | None = None,
     seeds: int | None = None,
     tune_seeds: int | None = None,
     multiples: Sequence[int] = (1, 2, 10),
@@ -374,6 +375,7 @@ def evaluate(
             or a baseline such as ``"rmsprop:lr=0.01"``; see :func:`optizoo.compare.parse_spec`).
         horizon: the steps the optimizer was meta-trained for; reports at ``multiples`` of it.
         suite: a name in :data:`SUITES` or a sequence of :class:`EvalTask`.
+        tasks: only the suite tasks with these names (e.g. ``["mlp-20-sigmoid"]``).
         seeds: evaluation problems per task (default 10; 3 with ``quick``).
         tune_seeds: separate problems per grid point for Adam's lr (default 5; 2 with ``quick``).
         multiples: budgets to report, as multiples of ``horizon``.
@@ -383,7 +385,16 @@ def evaluate(
         seed: run seed; problem seeds derive from it.
         device, threads, verbose: as in :func:`optizoo.compare.compare`.
     """
-    tasks = _resolve_suite(suite)
+    suite_tasks = _resolve_suite(suite)
+    if tasks is not None:
+        known = {t.name: t for t in suite_tasks}
+        unknown = [name for name in tasks if name not in known]
+        if unknown or not tasks:
+            raise ValueError(
+                f"unknown suite task(s) {unknown or list(tasks)}; the suite has: {', '.join(known)}"
+            )
+        suite_tasks = [known[name] for name in tasks]
+    tasks = suite_tasks
     spec = parse_spec(optimizer)
     if not (isinstance(horizon, int) and horizon >= 1):
         raise ValueError(f"horizon must be a positive int, got {horizon!r}")

@@ -142,3 +142,10 @@ def test_cli_evaluate_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     rc = cli.main(["evaluate", "--optimizer", "adam", "--tasks", "mnist-huge", "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "unknown suite task(s) ['mnist-huge']" in err and "conv-8-16" in err
+
+
+def test_tasks_argument_rejects_unknown_names() -> None:
+    from optizoo.evaluate import evaluate
+
+    with pytest.raises(ValueError, match="unknown suite task"):
+        evaluate("adam:lr=0.01", 2, tasks=["no-such-task"], quick=True, verbose=False)
