@@ -414,30 +414,43 @@ def run_check(name: str, factory: Factory, **options: Any) -> None:
     CHECKS[name](factory, **options)
 
 
+def _run_checks(
+    checks: dict[str, Callable[..., None]], subject: Any, skip: tuple[str, ...], options: Any
+) -> ConformanceReport:
+    """Run each of ``checks`` on ``subject`` (skipping ``skip``) and collect a report; a check
+    that crashes counts as failed. Shared by the optimizer, task and preprocessor suites."""
+    unknown = set(skip) - set(checks)
+    if unknown:
+        raise ValueError(
+            f"unknown checks in skip: {sorted(unknown)}; available: {', '.join(checks)}"
+        )
+    report = ConformanceReport()
+    for name, check in checks.items():
+        if name in skip:
+            report.skipped.append(name)
+            continue
+        try:
+            check(subject, **options)
+        except ConformanceError as exc:
+            report.failed[name] = str(exc)
+        except Exception as exc:  # the subject crashing a check is a failure of that check
+            report.failed[name] = f"{type(exc).__name__}: {exc}"
+        else:
+            report.passed.append(name)
+    return report
+
+
 def run_conformance(
     factory: Factory, *, learned: bool = False, skip: tuple[str, ...] = (), **options: Any
 ) -> ConformanceReport:
     """Run every core check (plus the learned-optimizer checks if ``learned``) and report."""
+    checks = {**CORE_CHECKS, **(LEARNED_CHECKS if learned else {})}
     unknown = set(skip) - set(CHECKS)
     if unknown:
         raise ValueError(
             f"unknown checks in skip: {sorted(unknown)}; available: {', '.join(CHECKS)}"
         )
-    report = ConformanceReport()
-    names = list(CORE_CHECKS) + (list(LEARNED_CHECKS) if learned else [])
-    for name in names:
-        if name in skip:
-            report.skipped.append(name)
-            continue
-        try:
-            CHECKS[name](factory, **options)
-        except ConformanceError as exc:
-            report.failed[name] = str(exc)
-        except Exception as exc:  # an optimizer crashing a check is a failure of that check
-            report.failed[name] = f"{type(exc).__name__}: {exc}"
-        else:
-            report.passed.append(name)
-    return report
+    return _run_checks(checks, factory, tuple(n for n in skip if n in checks), options)
 
 
 def check_optimizer(factory: Factory, **kwargs: Any) -> ConformanceReport:

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from optizoo.preprocess import Preprocessor
 from optizoo.tasks.base import Problem, Task
-from optizoo.testing import ConformanceError, ConformanceReport
+from optizoo.testing import ConformanceError, ConformanceReport, _run_checks
 
 __all__ = [
     "PREPROCESSOR_CHECKS",
@@ -262,30 +262,6 @@ def run_task_check(name: str, task: Task, **options: Any) -> None:
     TASK_CHECKS[name](task, **options)
 
 
-def _run_all(
-    checks: dict[str, Callable[..., None]], subject: Any, skip: tuple[str, ...], options: Any
-) -> ConformanceReport:
-    unknown = set(skip) - set(checks)
-    if unknown:
-        raise ValueError(
-            f"unknown checks in skip: {sorted(unknown)}; available: {', '.join(checks)}"
-        )
-    report = ConformanceReport()
-    for name, check in checks.items():
-        if name in skip:
-            report.skipped.append(name)
-            continue
-        try:
-            check(subject, **options)
-        except ConformanceError as exc:
-            report.failed[name] = str(exc)
-        except Exception as exc:  # the subject crashing a check is a failure of that check
-            report.failed[name] = f"{type(exc).__name__}: {exc}"
-        else:
-            report.passed.append(name)
-    return report
-
-
 def check_task(task: Task, *, skip: tuple[str, ...] = (), **options: Any) -> ConformanceReport:
     """Run every task check on ``task``; raise :class:`ConformanceError` listing failures.
 
@@ -295,7 +271,7 @@ def check_task(task: Task, *, skip: tuple[str, ...] = (), **options: Any) -> Con
     """
     if not isinstance(task, Task):
         raise TypeError(f"check_task needs an optizoo.tasks.Task instance, got {task!r}")
-    report = _run_all(TASK_CHECKS, task, skip, options)
+    report = _run_checks(TASK_CHECKS, task, skip, options)
     if not report.ok:
         raise ConformanceError(str(report))
     return report
@@ -425,7 +401,7 @@ def check_preprocessor(
     k = getattr(cls, "out_features", None)
     if not (isinstance(k, int) and k > 0):
         raise ConformanceError(f"{cls.__name__}.out_features must be a positive int, got {k!r}")
-    report = _run_all(PREPROCESSOR_CHECKS, cls, skip, options)
+    report = _run_checks(PREPROCESSOR_CHECKS, cls, skip, options)
     if not report.ok:
         raise ConformanceError(str(report))
     return report
