@@ -34,10 +34,11 @@ import statistics
 import subprocess
 import sys
 import time
-import weakref
 
 import torch
 from torch import nn
+
+from optizoo.meta.memory import GraphMeter
 
 PROBLEMS, DIM, UNROLL = 128, 10, 20
 
@@ -119,35 +120,6 @@ class Ours:
 
 
 # ------------------------------------------------------------------ memory meter
-
-
-class _Box:
-    __slots__ = ("__weakref__", "t")
-
-    def __init__(self, t: torch.Tensor) -> None:
-        self.t = t
-
-
-class GraphMeter:
-    """Peak bytes of tensors saved for backward (alive at the same time), via saved-tensor hooks."""
-
-    def __init__(self) -> None:
-        self.live = self.peak = 0
-
-    def pack(self, t: torch.Tensor) -> _Box:
-        n = t.numel() * t.element_size()
-        self.live += n
-        self.peak = max(self.peak, self.live)
-        box = _Box(t)
-        weakref.finalize(box, self._free, n)
-        return box
-
-    def _free(self, n: int) -> None:
-        self.live -= n
-
-    @staticmethod
-    def unpack(box: _Box) -> torch.Tensor:
-        return box.t
 
 
 def _status_bytes(field: str) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import weakref
 
 import pytest
 import torch
@@ -21,6 +20,7 @@ import torch
 import optizoo
 from optizoo.meta import MetaConfig, MetaTrainer, problem_seeds, unroll
 from optizoo.meta.checkpoint import CheckpointError, read_metrics
+from optizoo.meta.memory import GraphMeter
 from optizoo.rules import LSTMRule, Momentum
 from optizoo.tasks.base import Problem, Task
 
@@ -129,43 +129,6 @@ def test_best_rule_is_selected_on_held_out_problems_and_saved(tmp_path):
 
     train_seeds = {s for e in range(3) for s in problem_seeds(0, "train", 1, e)}
     assert not train_seeds & set(seeds)
-
-
-class _Box:
-    __slots__ = ("__weakref__", "t")
-
-    def __init__(self, t: torch.Tensor) -> None:
-        self.t = t
-
-
-class GraphMeter:
-    """Bytes of tensors saved for backward that are alive (and the peak), via saved-tensor hooks."""
-
-    def __init__(self) -> None:
-        self.live = self.peak = self.saved = 0
-
-    def pack(self, t: torch.Tensor) -> _Box:
-        n = t.numel() * t.element_size()
-        self.live += n
-        self.saved += 1
-        self.peak = max(self.peak, self.live)
-        box = _Box(t)
-        weakref.finalize(box, self._free, n)
-        return box
-
-    def _free(self, n: int) -> None:
-        self.live -= n
-
-    def unpack(self, box: _Box) -> torch.Tensor:
-        return box.t
-
-    def __enter__(self):
-        self._ctx = torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
-        self._ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self._ctx.__exit__(*exc)
 
 
 def test_graph_memory_and_work_per_meta_step_do_not_grow_with_the_horizon():
