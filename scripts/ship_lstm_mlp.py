@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 
 import optizoo
-from optizoo.evaluate import EvalReport, evaluate
+from optizoo.evaluate import EvalReport
 from optizoo.zoo.format import read_metadata, rule_from_file
 from optizoo.zoo.manifest import add_to_shipped
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-from ship_lstm_quadratic import generalization_record  # noqa: E402
+from ship_lstm_quadratic import evaluate_suite, generalization_record  # noqa: E402
 
 NAME = "lstm-mlp"
 DESCRIPTION = (
@@ -46,14 +46,7 @@ def main() -> None:
     if args.report:
         report = EvalReport.from_json(args.report)
     else:
-        report = evaluate(
-            f"{NAME}={args.weights}",
-            100,
-            seeds=5,
-            tune_seeds=3,
-            grid=[10**e for e in (-3, -2.5, -2, -1.5, -1, -0.5, 0)],
-            verbose=False,
-        )
+        report = evaluate_suite(f"{NAME}={args.weights}")
     training = dict(meta["optizoo.training"])
     training["paper_mlp_evaluation"] = training.pop("evaluation", None)  # 10-seed paper-MLP rows
     training["generalization"] = generalization_record(report)

@@ -16,13 +16,14 @@ import math
 
 import pytest
 import torch
+from toys import ToyRegression
 
 import optizoo
 from optizoo.meta import MetaConfig, MetaTrainer, problem_seeds, unroll
 from optizoo.meta.checkpoint import CheckpointError, read_metrics
 from optizoo.meta.memory import GraphMeter
 from optizoo.rules import LSTMRule, Momentum
-from optizoo.tasks.base import Problem, Task
+from optizoo.tasks.base import Task
 
 SMALL = {"dim": 5, "batch": 4}
 
@@ -163,19 +164,6 @@ def test_graph_memory_and_work_per_meta_step_do_not_grow_with_the_horizon():
 
 
 # ---------------------------------------------------------------- meta-learning hyper-parameters
-
-
-class ToyRegression(Problem):
-    """Seed 002's optimizee with a random dataset and initial weight (float64)."""
-
-    def __init__(self, x: torch.Tensor, w0: torch.Tensor) -> None:
-        self.x, self.y, self.w0 = x, 3.5 * x, w0
-
-    def params(self) -> dict[str, torch.Tensor]:
-        return {"weight": self.w0.clone()}
-
-    def loss(self, params: dict[str, torch.Tensor], step: int) -> torch.Tensor:
-        return (self.x @ params["weight"].T - self.y).square().mean()
 
 
 class ToyTask(Task):

@@ -19,6 +19,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from toys import ToyRegression
 
 import optizoo
 from optizoo.meta import unroll
@@ -37,19 +38,6 @@ def seed002_data() -> tuple[torch.Tensor, torch.Tensor]:
         torch.manual_seed(3)
         w0 = torch.nn.Linear(1, 1, bias=False).double().weight.detach().clone()
     return x, w0
-
-
-class ToyRegression(Problem):
-    """Seed 002's optimizee: mean squared error of ``x ↦ w x`` against ``y = 3.5 x``."""
-
-    def __init__(self, x: torch.Tensor, w0: torch.Tensor) -> None:
-        self.x, self.y, self.w0 = x, 3.5 * x, w0
-
-    def params(self) -> dict[str, torch.Tensor]:
-        return {"weight": self.w0.clone()}
-
-    def loss(self, params: dict[str, torch.Tensor], step: int) -> torch.Tensor:
-        return (self.x @ params["weight"].T - self.y).square().mean()
 
 
 def test_reproduces_seed002_trajectory_meta_loss_and_hypergradients():
