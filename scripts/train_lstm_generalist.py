@@ -74,7 +74,8 @@ class ValidationMetaTrainer(MetaTrainer):
         return loss, {"validation_loss": float(val_term.detach())}
 
     def evaluate(self) -> dict:
-        """Validation loss of the held-out problems after ``eval_horizon`` steps (no graph)."""
+        """Validation loss of the held-out problems at the end of every truncation of an
+        ``eval_horizon``-step rollout, averaged (no graph): the meta-loss, measured held out."""
         cfg = self.config
         horizon = cfg.eval_horizon or cfg.horizon
         start_time = time.perf_counter()
@@ -84,6 +85,7 @@ class ValidationMetaTrainer(MetaTrainer):
         flat = layout.flatten(plist).detach()
         with torch.no_grad():
             state = self.rule.init_state(flat)
+        values = []
         for t in range(0, horizon, cfg.unroll):
             steps = min(cfg.unroll, horizon - t)
             _, flat, state = unroll_flat(
@@ -91,8 +93,9 @@ class ValidationMetaTrainer(MetaTrainer):
             )
             flat = flat.detach()
             state = {k: v.detach() for k, v in state.items()}
-        with torch.no_grad():
-            value = float(self._validation(problems, layout, flat))
+            with torch.no_grad():  # the meta-loss's validation term at every truncation's end
+                values.append(float(self._validation(problems, layout, flat)))
+        value = sum(values) / len(values)
         value = value if math.isfinite(value) else math.inf
         return {
             "kind": "eval",

@@ -205,6 +205,34 @@ def test_meta_training_learning_rate_and_momentum_lowers_the_loss():
     assert after < before / 10
 
 
+def test_scalar_meta_lr_gives_scalar_meta_parameters_their_own_step():
+    # one meta-step of Adam moves every parameter by about its group's lr (sign-like first step)
+    rules = {}
+    for scalar_lr in (None, 0.3):
+        torch.manual_seed(0)
+        rule = LSTMRule(parameterization="nominal", hidden_size=3, weight_decay=0.01)
+        tr = MetaTrainer(
+            rule, ToyTask(), unroll=4, horizon=4, meta_lr=1e-3, scalar_meta_lr=scalar_lr,
+            eval_every=0, eval_problems=1, checkpoint_every=0, clip=None, verbose=False,
+        )  # fmt: skip
+        groups = tr.meta_opt.param_groups
+        if scalar_lr is None:
+            assert len(groups) == 1
+        else:
+            assert [g["lr"] for g in groups] == [1e-3, 0.3]
+            assert {p.ndim for p in groups[1]["params"]} == {0}  # log_lr and log_wd
+        start = (rule.log_lr.item(), rule.head_bias.detach().clone())
+        tr.step()
+        rules[scalar_lr] = (abs(rule.log_lr.item() - start[0]), rule.head_bias - start[1])
+        assert tr.training_record()["meta_optimizer"]["scalar_lr"] == scalar_lr
+    assert rules[None][0] == pytest.approx(1e-3, rel=0.05)
+    assert rules[0.3][0] == pytest.approx(0.3, rel=0.05)
+    # the network's weights take the same step either way
+    torch.testing.assert_close(rules[None][1], rules[0.3][1])
+    with pytest.raises(ValueError, match="scalar_meta_lr"):
+        MetaConfig(scalar_meta_lr=0.0)
+
+
 def test_config_validation_and_round_trip():
     cfg = MetaConfig(unroll=4, horizon=10, loss_weights=[1, 1, 1, 2])
     assert cfg.truncations == 3

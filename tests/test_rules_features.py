@@ -24,6 +24,12 @@ OPTIONS = {
         "hidden_size": 8,
         "features": {"progress": [10]},
     },
+    "nominal-wd": {
+        "parameterization": "nominal",
+        "hidden_size": 5,
+        "weight_decay": 0.02,
+        "features": {"progress": [10]},
+    },
     "direct-features": {"hidden_size": 5, "num_layers": 1, "features": {"betas": [0.9, 0.99]}},
     "mlp-log-sign": {"cell": "mlp", "hidden_size": 4, "num_layers": 2},
 }
@@ -182,6 +188,71 @@ def test_nominal_with_zero_correction_is_adam():
     torch.testing.assert_close(x.detach(), ref.detach(), rtol=1e-10, atol=1e-10)
 
 
+def test_nominal_weight_decay_with_zero_correction_is_adamw():
+    # with a zero head the learned-weight-decay rule must be torch.optim.AdamW (decoupled decay)
+    rule = LSTMRule(
+        parameterization="nominal", nominal_lr=0.03, weight_decay=0.05, hidden_size=4
+    ).double()
+    with torch.no_grad():
+        for w in rule.weights:
+            w.normal_()
+    assert rule.needs_param
+    lr = float(torch.exp(rule.log_lr.detach()))
+    wd = float(torch.exp(rule.log_wd.detach()))
+    A = torch.randn(20, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    x0 = torch.randn(20, dtype=torch.float64)
+    ref = x0.clone().requires_grad_(True)
+    opt = torch.optim.AdamW([ref], lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd)
+    x, state = x0.clone(), rule.init_state(x0)
+    for t in range(1, 41):
+        g = A.t() @ (A @ x) - 1.0
+        u, state = rule(g, state, param=x, step=t)
+        x = x + u
+        ref.grad = A.t() @ (A @ ref.detach()) - 1.0
+        opt.step()
+    # AdamW shrinks θ by (1 − lr·wd) before the Adam step: the same update in another order
+    torch.testing.assert_close(x.detach(), ref.detach(), rtol=1e-10, atol=1e-10)
+    # and the decay matters: plain Adam ends elsewhere
+    plain = x0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([plain], lr=lr)
+    for _ in range(40):
+        plain.grad = A.t() @ (A @ plain.detach()) - 1.0
+        opt.step()
+    assert (plain.detach() - x.detach()).abs().max() > 1e-4
+
+
+def test_learned_weight_decay_gets_meta_gradients():
+    rule = LSTMRule(parameterization="nominal", hidden_size=4, weight_decay=0.01)
+    flat = torch.randn(16, requires_grad=True)
+    state = rule.init_state(flat.detach())
+    total = 0.0
+    for t in range(1, 4):
+        u, state = rule(2 * flat.detach(), state, param=flat, step=t)
+        flat = flat + u
+        total = total + (flat**2).sum()
+    total.backward()
+    assert rule.log_wd.grad is not None and rule.log_wd.grad.abs() > 0
+    assert rule.head_weight.shape == (3, 4) and rule.head_weight.grad[2].abs().sum() > 0
+    with pytest.raises(ValueError, match="param="):
+        rule(torch.ones(3), rule.init_state(torch.ones(3)), step=1)
+
+
+def test_second_order_meta_gradients_are_finite_with_zero_gradient_coordinates():
+    # e.g. weights of always-black pixels: v stays 0; ∂√v/∂v must not turn into NaN
+    rule = LSTMRule(parameterization="nominal", hidden_size=4, weight_decay=0.01)
+    w = torch.tensor([1.0, -2.0, 0.5, 3.0], requires_grad=True)
+    mask = torch.tensor([1.0, 1.0, 0.0, 0.0])  # the last two coordinates never get a gradient
+    flat, state = w, rule.init_state(w.detach())
+    for t in range(1, 4):
+        (g,) = torch.autograd.grad((mask * flat**2).sum(), flat, create_graph=True)
+        u, state = rule(g, state, param=flat, step=t)
+        flat = flat + u
+    (mask * flat**2).sum().backward()
+    grads = [p.grad for p in rule.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(gr).all() for gr in grads)
+    assert torch.isfinite(w.grad).all()
+
+
 def test_nominal_through_the_adapter_is_adam():
     torch.manual_seed(0)
     rule = LSTMRule(parameterization="nominal", nominal_lr=0.01, cell="mlp", hidden_size=4)
@@ -250,6 +321,8 @@ def test_nominal_gradients_reach_head_and_lr():
         ({"features": {"betas": [1.5]}}, "beta"),
         ({"features": {"progress": [-1]}}, "progress"),
         ({"parameterization": "nominal", "nominal_lr": 0.0}, "nominal_lr"),
+        ({"weight_decay": 0.01}, "parameterization"),
+        ({"parameterization": "nominal", "weight_decay": -1.0}, "weight_decay"),
     ],
 )
 def test_bad_options(kwargs, match):

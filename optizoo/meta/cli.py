@@ -25,7 +25,7 @@ __all__ = ["register", "run"]
 
 #: command-line flag (dest) -> MetaConfig field, for the options that map one to one
 _CONFIG_FLAGS = (
-    "task", "task_args", "unroll", "horizon", "meta_lr", "clip", "problems_per_step",
+    "task", "task_args", "unroll", "horizon", "meta_lr", "scalar_meta_lr", "clip", "problems_per_step",
     "eval_problems", "eval_every", "eval_horizon", "seed", "loss_weights", "second_order",
     "checkpoint_every", "device",
 )  # fmt: skip
@@ -64,6 +64,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--horizon", type=int, help="steps per episode (default: 100)")
     p.add_argument("--meta-steps", type=int, help="total meta-steps (truncations) of the run")
     p.add_argument("--meta-lr", type=float, help="Adam meta learning rate (default: 3e-3)")
+    p.add_argument(
+        "--scalar-meta-lr",
+        type=float,
+        help="meta learning rate of scalar meta-parameters such as log_lr (default: --meta-lr)",
+    )
     p.add_argument(
         "--clip", type=_clip_arg, help="meta-gradient norm clip, or 'none' (default: 1.0)"
     )

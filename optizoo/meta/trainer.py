@@ -44,7 +44,7 @@ from typing import Any, TextIO
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from optizoo.meta import checkpoint as ckpt
 from optizoo.meta import distributed as ddp
@@ -89,6 +89,9 @@ class MetaConfig:
         unroll: steps per truncation (paper: 20).
         horizon: steps per episode before new problems are sampled (paper: 100).
         meta_lr: learning rate of the Adam meta-optimizer.
+        scalar_meta_lr: learning rate for the rule's *scalar* (0-dim) meta-parameters, such as a
+            learned log learning rate or log weight decay, which need larger steps than the
+            network's weights to move within a run (default: ``meta_lr`` for all).
         clip: maximum global norm of the meta-gradient (``None``: no clipping).
         problems_per_step: problems unrolled together per meta-step, over all processes (the
             quadratic task already batches 128 quadratics into one problem).
@@ -112,6 +115,7 @@ class MetaConfig:
     unroll: int = 20
     horizon: int = 100
     meta_lr: float = 3e-3
+    scalar_meta_lr: float | None = None
     clip: float | None = 1.0
     problems_per_step: int = 1
     eval_problems: int = 8
@@ -150,6 +154,17 @@ class MetaConfig:
         ):
             raise ValueError(f"meta_lr must be a positive finite number, got {self.meta_lr!r}")
         self.meta_lr = float(self.meta_lr)
+        if self.scalar_meta_lr is not None:
+            if not (
+                isinstance(self.scalar_meta_lr, (int, float))
+                and math.isfinite(self.scalar_meta_lr)
+                and self.scalar_meta_lr > 0
+            ):
+                raise ValueError(
+                    "scalar_meta_lr must be a positive finite number or None, got "
+                    f"{self.scalar_meta_lr!r}"
+                )
+            self.scalar_meta_lr = float(self.scalar_meta_lr)
         if self.clip is not None:
             if not (
                 isinstance(self.clip, (int, float)) and math.isfinite(self.clip) and self.clip > 0
@@ -197,6 +212,20 @@ class MetaConfig:
 
 
 from optizoo.tasks import task_config as _task_config  # noqa: E402
+
+
+def _meta_param_groups(rule: nn.Module, config: MetaConfig) -> list[dict[str, Any]]:
+    """The meta-optimizer's parameter groups: one, or two when ``scalar_meta_lr`` is set (the
+    0-dim meta-parameters, e.g. a learned log learning rate, get their own learning rate)."""
+    params = [p for p in rule.parameters() if p.requires_grad]
+    if config.scalar_meta_lr is None:
+        return [{"params": params}]
+    scalars = [p for p in params if p.ndim == 0]
+    others = [p for p in params if p.ndim != 0]
+    groups = [{"params": others}] if others else []
+    if scalars:
+        groups.append({"params": scalars, "lr": config.scalar_meta_lr})
+    return groups
 
 
 def _resolve_task(
@@ -325,9 +354,7 @@ class MetaTrainer:
         ddp.broadcast_module(self.rule)
         if not any(p.requires_grad for p in self.rule.parameters()):
             raise ValueError(f"{type(rule).__name__} has no trainable meta-parameters")
-        self.meta_opt = torch.optim.Adam(
-            [p for p in self.rule.parameters() if p.requires_grad], lr=config.meta_lr
-        )
+        self.meta_opt = torch.optim.Adam(_meta_param_groups(self.rule, config), lr=config.meta_lr)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.verbose = bool(verbose)
         self.meta_step = 0
@@ -566,7 +593,12 @@ class MetaTrainer:
             "unroll": cfg.unroll,
             "horizon": cfg.horizon,
             "meta_steps": self.meta_step if meta_step is None else meta_step,
-            "meta_optimizer": {"name": "Adam", "lr": cfg.meta_lr, "clip": cfg.clip},
+            "meta_optimizer": {
+                "name": "Adam",
+                "lr": cfg.meta_lr,
+                "scalar_lr": cfg.scalar_meta_lr,
+                "clip": cfg.clip,
+            },
             "problems_per_step": cfg.problems_per_step,
             "second_order": cfg.second_order,
             "loss_weights": cfg.loss_weights,

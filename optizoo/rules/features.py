@@ -28,6 +28,9 @@ from torch import Tensor, nn
 
 __all__ = ["FEATURE_STATE_KEYS", "Features"]
 
+#: floor of ``v`` under the square root (keeps ∂√v/∂v finite for coordinates with zero gradient)
+_V_FLOOR = 1e-30
+
 #: state keys owned by :class:`Features` (rules that embed it must not reuse them)
 FEATURE_STATE_KEYS = ("m", "v")
 
@@ -138,7 +141,9 @@ class Features(nn.Module):
         v = self.beta2 * v_prev + (1 - self.beta2) * grad * grad
         bc1 = 1 - betas**step  # [B]
         bc2_sqrt = math.sqrt(1 - self.beta2**step)
-        denom = v.sqrt() / bc2_sqrt + self.eps  # [n]
+        # √max(v, 1e-30): never-moving coordinates (v = 0) would give an infinite derivative of
+        # √v, hence NaN second-order meta-gradients; 1e-15 is far below any useful ε
+        denom = v.clamp_min(_V_FLOOR).sqrt() / bc2_sqrt + self.eps  # [n]
         normalized = m / bc1 / denom.unsqueeze(1)  # [n, B]
         feats = [normalized]
         if self.gradient:

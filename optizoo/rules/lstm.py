@@ -23,6 +23,14 @@ the defaults are the paper's rule, bit for bit):
   outputs and ``log_lr`` a learned scalar (initialised at ``log(nominal_lr)``). The head starts
   at zero, so the untrained rule *is* Adam with learning rate ``nominal_lr``; the step is bounded
   by ``exp(log_lr) · (|d| e^{s_max} + a_max)`` whatever the network outputs.
+- ``weight_decay > 0`` (with ``"nominal"``): a learned *decoupled* weight decay (Loshchilov &
+  Hutter 2019) joins the nominal step, modulated per coordinate by a third head output::
+
+      update = −exp(log_lr) · (d · e^{s_max tanh o₁} + a_max tanh o₂ + e^{log_wd + s_max tanh o₃} · θ)
+
+  ``log_wd`` is a learned scalar initialised at ``log(weight_decay)``; the untrained rule is
+  exactly ``torch.optim.AdamW(lr=nominal_lr, weight_decay=weight_decay)``. Meta-training on a
+  validation objective then learns how much to regularize, not only how fast to descend.
 - ``cell="mlp"``: a per-coordinate MLP (``num_layers`` hidden layers of ``hidden_size`` ReLU
   units) instead of the LSTM: no hidden state, only the features' state.
 """
@@ -69,6 +77,8 @@ class LSTMRule(UpdateRule):
             ``betas``; Adam's β₁ = 0.9 by default).
         max_log_scale: bound ``s_max`` of the multiplicative correction's log.
         additive_scale: bound ``a_max`` of the additive correction (in units of the lr).
+        weight_decay: initial learned decoupled weight decay of the nominal step (``0``: none;
+            ``0.01`` is ``torch.optim.AdamW``'s default). Needs ``parameterization="nominal"``.
     """
 
     rule_name = "lstm"
@@ -90,6 +100,7 @@ class LSTMRule(UpdateRule):
         nominal_beta: float = 0.9,
         max_log_scale: float = 2.0,
         additive_scale: float = 0.1,
+        weight_decay: float = 0.0,
     ) -> None:
         super().__init__()
         if not (isinstance(hidden_size, int) and hidden_size > 0):
@@ -119,11 +130,17 @@ class LSTMRule(UpdateRule):
             ("nominal_lr", nominal_lr),
             ("max_log_scale", max_log_scale),
             ("additive_scale", additive_scale),
+            ("weight_decay", weight_decay),
         ):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
         if parameterization == "nominal" and nominal_lr <= 0:
             raise ValueError(f"nominal_lr must be positive, got {nominal_lr!r}")
+        if weight_decay > 0 and parameterization != "nominal":
+            raise ValueError(
+                "weight_decay (a learned decoupled weight decay) needs "
+                f'parameterization="nominal", got parameterization={parameterization!r}'
+            )
         from optizoo import preprocess
         from optizoo.rules.features import Features
 
@@ -134,6 +151,7 @@ class LSTMRule(UpdateRule):
         self.nominal_beta = float(nominal_beta)
         self.max_log_scale = float(max_log_scale)
         self.additive_scale = float(additive_scale)
+        self.weight_decay = float(weight_decay)
         self._nominal_index = 0
         if parameterization == "nominal":
             assert self.features is not None
@@ -143,7 +161,9 @@ class LSTMRule(UpdateRule):
                     f"{list(self.features.betas)}"
                 )
             self._nominal_index = self.features.betas.index(self.nominal_beta)
-        self.needs_param = bool(self.features is not None and self.features.param)
+        self.needs_param = bool(
+            (self.features is not None and self.features.param) or self.weight_decay > 0
+        )
         self.preprocessor_name = preprocessor
         self.preprocessor_args = dict(preprocessor_args or {})
         self.preprocess: Preprocessor = preprocess.get(preprocessor)(**self.preprocessor_args)
@@ -172,10 +192,13 @@ class LSTMRule(UpdateRule):
             bias[h : 2 * h] += forget_bias
             self.biases.append(nn.Parameter(bias))
         if parameterization == "nominal":
-            # zero head: the untrained rule is exactly Adam with lr = nominal_lr
-            self.head_weight = nn.Parameter(torch.zeros(2, h))
-            self.head_bias = nn.Parameter(torch.zeros(2))
+            # zero head: the untrained rule is exactly Adam (AdamW with weight_decay) at nominal_lr
+            outputs = 3 if self.weight_decay > 0 else 2
+            self.head_weight = nn.Parameter(torch.zeros(outputs, h))
+            self.head_bias = nn.Parameter(torch.zeros(outputs))
             self.log_lr = nn.Parameter(torch.tensor(math.log(nominal_lr)))
+            if self.weight_decay > 0:
+                self.log_wd = nn.Parameter(torch.tensor(math.log(self.weight_decay)))
         else:
             self.head_weight = nn.Parameter(torch.empty(1, h).uniform_(-bound, bound))
             self.head_bias = nn.Parameter(torch.zeros(1))
@@ -238,8 +261,18 @@ class LSTMRule(UpdateRule):
             assert normalized is not None
             d = normalized[:, self._nominal_index]
             scale = torch.exp(self.max_log_scale * torch.tanh(out[:, 0]))
-            additive = self.additive_scale * torch.tanh(out[:, 1])
-            update = -torch.exp(self.log_lr.to(compute)) * (d * scale + additive)
+            direction = torch.addcmul(self.additive_scale * torch.tanh(out[:, 1]), d, scale)
+            if self.weight_decay > 0:
+                if param is None:
+                    raise ValueError(
+                        "this rule has a learned weight decay and needs param= (the flat "
+                        "parameter values); LearnedOptimizer and unroll pass it"
+                    )
+                decay = torch.exp(
+                    self.log_wd.to(compute) + self.max_log_scale * torch.tanh(out[:, 2])
+                )
+                direction = torch.addcmul(direction, decay, param.to(compute))
+            update = -torch.exp(self.log_lr.to(compute)) * direction
         else:
             update = out.squeeze(-1) * self.output_scale
         return update.to(grad.dtype), new_state
@@ -306,6 +339,8 @@ class LSTMRule(UpdateRule):
                 max_log_scale=self.max_log_scale,
                 additive_scale=self.additive_scale,
             )
+            if self.weight_decay > 0:
+                cfg["weight_decay"] = self.weight_decay
         return cfg
 
     def flops_per_coordinate(self) -> int:
