@@ -148,7 +148,12 @@ def register(subparsers: Any) -> None:
         ),
     )
     e.add_argument("--optimizer", required=True, metavar="SPEC", help=_SPEC_HELP)
-    e.add_argument("--horizon", type=_positive_int, default=100, help="meta-training horizon (100)")
+    e.add_argument(
+        "--horizon",
+        type=_positive_int,
+        default=None,
+        help="meta-training horizon (default: the weight file's training record, else 100)",
+    )
     e.add_argument(
         "--multiples",
         type=_positive_int,

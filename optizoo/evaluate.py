@@ -353,7 +353,7 @@ def _check_has_test_split(t: EvalTask, device: torch.device | str | None) -> Non
 
 def evaluate(
     optimizer: str,
-    horizon: int = 100,
+    horizon: int | None = None,
     suite: str | Sequence[EvalTask] = "default",
     *,
     tasks: Sequence[str] | None = None,
@@ -374,6 +374,7 @@ def evaluate(
         optimizer: an optimizer spec (``"lstm"``, ``"lstm=path.safetensors"``, a pretrained name,
             or a baseline such as ``"rmsprop:lr=0.01"``; see :func:`optizoo.compare.parse_spec`).
         horizon: the steps the optimizer was meta-trained for; reports at ``multiples`` of it.
+            Default: the ``horizon`` of the weight file's training record, else 100.
         suite: a name in :data:`SUITES` or a sequence of :class:`EvalTask`.
         tasks: only the suite tasks with these names (e.g. ``["mlp-20-sigmoid"]``).
         seeds: evaluation problems per task (default 10; 3 with ``quick``).
@@ -396,6 +397,10 @@ def evaluate(
         suite_tasks = [known[name] for name in tasks]
     tasks = suite_tasks
     spec = parse_spec(optimizer)
+    training = _training_record(spec.text) if spec.text else {}
+    if horizon is None:
+        recorded = training.get("horizon")
+        horizon = recorded if isinstance(recorded, int) and recorded >= 1 else 100
     if not (isinstance(horizon, int) and horizon >= 1):
         raise ValueError(f"horizon must be a positive int, got {horizon!r}")
     mults = tuple(sorted({int(m) for m in multiples}))
@@ -434,6 +439,6 @@ def evaluate(
         horizon=horizon,
         multiples=mults,
         confidence=confidence,
-        training=_training_record(spec.text) if spec.text else {},
+        training=training,
         results=results,
     )

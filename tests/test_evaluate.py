@@ -60,15 +60,15 @@ def test_quick_evaluation_of_a_learned_optimizer(tmp_path: Path) -> None:
         tmp_path / "tiny.safetensors",
         training={"task": "quadratic", "horizon": 2},
     )
-    report = evaluate(
+    report = evaluate(  # horizon: from the weight file's training record (2)
         f"tiny={weights}",
-        horizon=2,
         multiples=(1, 2),
         seeds=2,
         tune_seeds=1,
         grid=[0.01, 0.1],
         verbose=False,
     )
+    assert report.horizon == 2
     assert list(report.results) == [t.name for t in SUITES["default"]]
     rows = report.rows()
     assert len(rows) == 5 * 2 and {r["steps"] for r in rows} == {2, 4}

@@ -498,3 +498,16 @@ def test_docs_zoo_pages_are_up_to_date():
     assert ROOT / "docs" / "zoo.md" in pages
     for path, text in pages.items():
         assert path.is_file() and path.read_text() == text, f"{path} is stale"
+
+
+def test_summary_phrase_counts_the_held_out_suite_without_a_training_comparison():
+    from optizoo.zoo.card import summary_phrase
+
+    rows = [{"verdict": v} for v in ("better", "better", "worse", "no significant difference")]
+    assert summary_phrase({"generalization": {"rows": rows}}) == (
+        "held-out suite: better than tuned Adam in 2, worse in 1 of 4 task × budget cells"
+    )
+    rows.append({"verdict": "diverged"})
+    assert summary_phrase({"generalization": {"rows": rows}}).endswith(", diverged in 1")
+    assert summary_phrase({"generalization": {"rows": []}}) == ""
+    assert summary_phrase({}) == ""

@@ -377,15 +377,31 @@ def where_it_loses(training: Mapping[str, Any], name: str) -> list[str]:
     return out
 
 
+def _suite_phrase(record: Any) -> str:
+    """Count the held-out suite's verdicts against tuned Adam (``""`` without rows)."""
+    rows = record.get("rows") if isinstance(record, Mapping) else None
+    if not rows or not all(isinstance(r, Mapping) for r in rows):
+        return ""
+    verdicts = [r.get("verdict") for r in rows]
+    text = (
+        f"held-out suite: better than tuned Adam in {verdicts.count('better')}, worse in "
+        f"{verdicts.count('worse')} of {len(rows)} task × budget cells"
+    )
+    diverged = verdicts.count("diverged")
+    return text + (f", diverged in {diverged}" if diverged else "")
+
+
 def summary_phrase(training: Mapping[str, Any]) -> str:
     """A short verdict for a one-line description, e.g. ``"beats tuned adam and sgd on held-out
     quadratic problems at 200 steps; loses to tuned rmsprop"`` (``""`` without a record).
 
-    Uses the final loss of the longest comparison tuned for final loss (or the first block).
+    Uses the final loss of the longest comparison tuned for final loss (or the first block);
+    without such a comparison, the held-out suite's verdicts (``training["generalization"]``),
+    e.g. ``"held-out suite: better than tuned Adam in 8, worse in 2 of 15 task × budget cells"``.
     """
     evaluation = training.get("evaluation")
     if not isinstance(evaluation, Mapping):
-        return ""
+        return _suite_phrase(training.get("generalization"))
     blocks = evaluation_blocks(evaluation)
     learned = learned_label(evaluation)
     if not blocks or learned is None:
