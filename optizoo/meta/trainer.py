@@ -79,6 +79,16 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _positive_finite(value: Any, name: str, *, optional: bool = False) -> Any:
+    """``float(value)`` if it is a positive finite number (``None`` passes when ``optional``)."""
+    if optional and value is None:
+        return None
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        allowed = "a positive finite number" + (" or None" if optional else "")
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return float(value)
+
+
 @dataclass
 class MetaConfig:
     """Hyper-parameters of a meta-training run (JSON-serialisable; stored in checkpoints).
@@ -147,32 +157,9 @@ class MetaConfig:
             raise ValueError(
                 f"eval_horizon must be a positive int or None, got {self.eval_horizon!r}"
             )
-        if not (
-            isinstance(self.meta_lr, (int, float))
-            and math.isfinite(self.meta_lr)
-            and self.meta_lr > 0
-        ):
-            raise ValueError(f"meta_lr must be a positive finite number, got {self.meta_lr!r}")
-        self.meta_lr = float(self.meta_lr)
-        if self.scalar_meta_lr is not None:
-            if not (
-                isinstance(self.scalar_meta_lr, (int, float))
-                and math.isfinite(self.scalar_meta_lr)
-                and self.scalar_meta_lr > 0
-            ):
-                raise ValueError(
-                    "scalar_meta_lr must be a positive finite number or None, got "
-                    f"{self.scalar_meta_lr!r}"
-                )
-            self.scalar_meta_lr = float(self.scalar_meta_lr)
-        if self.clip is not None:
-            if not (
-                isinstance(self.clip, (int, float)) and math.isfinite(self.clip) and self.clip > 0
-            ):
-                raise ValueError(
-                    f"clip must be a positive finite number or None, got {self.clip!r}"
-                )
-            self.clip = float(self.clip)
+        self.meta_lr = _positive_finite(self.meta_lr, "meta_lr")
+        self.scalar_meta_lr = _positive_finite(self.scalar_meta_lr, "scalar_meta_lr", optional=True)
+        self.clip = _positive_finite(self.clip, "clip", optional=True)
         if self.loss_weights is not None:
             w = list(self.loss_weights)
             if len(w) not in (self.unroll, self.horizon):
