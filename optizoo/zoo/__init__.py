@@ -68,7 +68,7 @@ def list_pretrained() -> list[dict[str, Any]]:
             row["error"] = str(exc)
             out.append(row)
             continue
-        training = meta.get("optizoo.training", {})
+        training = meta.get("optizoo.training") or {}
         row.update(
             rule=meta.get("optizoo.rule"),
             description=meta.get("description", ""),

@@ -134,33 +134,18 @@ def _source(kind: str, name: str) -> str:
 
 
 def _pretrained_rows() -> list[dict[str, Any]]:
-    from optizoo.zoo.registry import all_pretrained, default_name
+    """:func:`optizoo.zoo.list_pretrained` with a ``default`` flag after each row's path."""
+    from optizoo.zoo import list_pretrained
+    from optizoo.zoo.registry import default_name
 
     try:
         default = default_name()
     except WeightsError:
         default = None
     rows = []
-    for name, entry in all_pretrained().items():
-        row: dict[str, Any] = {
-            "name": name,
-            "source": entry.source,
-            "path": str(entry.path),
-            "default": name == default,
-        }
-        try:
-            meta = entry.metadata()
-        except WeightsError as exc:
-            row["error"] = str(exc)
-            rows.append(row)
-            continue
-        training = meta.get("optizoo.training") or {}
-        row.update(
-            rule=meta.get("optizoo.rule"),
-            description=meta.get("description", ""),
-            trained_on=training.get("tasks", training.get("task")),
-        )
-        rows.append(row)
+    for entry in list_pretrained():
+        head = {k: entry.pop(k) for k in ("name", "source", "path")}
+        rows.append({**head, "default": head["name"] == default, **entry})
     return rows
 
 
