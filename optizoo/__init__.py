@@ -36,18 +36,27 @@ _LAZY: dict[str, str] = {
     "save_rule": "optizoo.zoo",
     "load_rule": "optizoo.zoo",
 }
-_SUBMODULES = {
-    "rules",
-    "tasks",
-    "preprocess",
-    "optim",
-    "meta",
-    "zoo",
-    "plugins",
-    "testing",
-    "popart",
-    "compare",
-    "evaluate",
+#: public sub-package or module -> its import path (the last three moved into optizoo.compare)
+_SUBMODULES: dict[str, str] = {
+    **{
+        name: f"optizoo.{name}"
+        for name in (
+            "rules",
+            "tasks",
+            "preprocess",
+            "optim",
+            "meta",
+            "zoo",
+            "plugins",
+            "testing",
+            "popart",
+            "compare",
+            "publish",
+        )
+    },
+    "evaluate": "optizoo.compare.evaluate",
+    "stats": "optizoo.compare.stats",
+    "plots": "optizoo.compare.plots",
 }
 
 __all__ = [
@@ -69,9 +78,9 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     if name in _SUBMODULES:
-        return importlib.import_module(f"optizoo.{name}")
+        return importlib.import_module(_SUBMODULES[name])
     raise AttributeError(f"module 'optizoo' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))

@@ -24,9 +24,9 @@ def optizoo_rules() -> dict[str, Any]:
 
 @hookimpl
 def optizoo_tasks() -> dict[str, Any]:
-    from optizoo.meta.tasks_mix import MixTask
     from optizoo.tasks.conv import ConvTask
     from optizoo.tasks.linreg import LinRegTask
+    from optizoo.tasks.mix import MixTask
     from optizoo.tasks.mlp import MLPTask
     from optizoo.tasks.quadratic import QuadraticTask
 

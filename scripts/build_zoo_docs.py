@@ -5,7 +5,7 @@
                                                    # draw docs/zoo/NAME.png (minutes)
     python scripts/build_zoo_docs.py --check       # exit 1 if the docs are out of date
 
-Everything comes from the weight files' own metadata (``optizoo.zoo.card``), so a card can never
+Everything comes from the weight files' own metadata (``optizoo.publish.card``), so a card can never
 disagree with the file it describes; run this after shipping or re-shipping a file
 (``python -m optizoo.zoo.manifest add ...``). A card shows ``docs/zoo/NAME.png`` when that
 figure exists; ``--figures`` makes it by re-running the comparison the file records (same task,
@@ -86,7 +86,7 @@ returns the metadata with the JSON fields decoded.
 ## Model cards
 
 Every shipped or published optimizer has a card, generated from its metadata alone by
-`optizoo.zoo.card` (so it cannot disagree with the file): how to load it, the file's sha256,
+`optizoo.publish.card` (so it cannot disagree with the file): how to load it, the file's sha256,
 licence and versions, the architecture, the meta-training record, the comparison tables against
 tuned baselines on held-out problems (mean ± 95% interval, paired differences), the loss-curve
 figure, and a **Where it loses** section that states, with the numbers, every recorded case
@@ -104,8 +104,8 @@ optizoo publish runs/my-run --name my-lstm --out dist/
 optizoo info dist/my-lstm.safetensors
 ```
 
-`optizoo publish` (Python: `optizoo.zoo.publish.publish(run_dir, name, out_dir, ...)`; for a
-rule in memory, `optizoo.zoo.publish.publish_rule(rule, name, out_dir, training=...)`):
+`optizoo publish` (Python: `optizoo.publish.publish.publish(run_dir, name, out_dir, ...)`; for a
+rule in memory, `optizoo.publish.publish.publish_rule(rule, name, out_dir, training=...)`):
 
 1. reads `best_rule.safetensors` (the weights chosen on the run's held-out problems; `--weights
    final` for the last ones) and `metrics.jsonl` from the run folder;
@@ -194,7 +194,7 @@ def _plugin_entries() -> dict[str, tuple[Path, str]]:
 
 
 def _listing(entries: dict[str, tuple[Path, str]], default: str | None) -> str:
-    from optizoo.zoo.card import summary_phrase
+    from optizoo.publish.card import summary_phrase
     from optizoo.zoo.format import read_metadata
 
     if not entries:
@@ -219,7 +219,7 @@ def _listing(entries: dict[str, tuple[Path, str]], default: str | None) -> str:
 
 def _recorded_settings(training: dict[str, Any]) -> dict[str, Any] | None:
     """The compare() call an evaluation record describes (``None`` without a record)."""
-    from optizoo.zoo.card import evaluation_blocks, learned_label
+    from optizoo.publish.card import evaluation_blocks, learned_label
 
     evaluation = training.get("evaluation")
     if not isinstance(evaluation, dict) or not evaluation_blocks(evaluation):
@@ -279,7 +279,7 @@ def draw_figure(path: Path, name: str, out: Path) -> Path | None:
 def build(root: Path = ROOT, *, include_plugins: bool = False) -> dict[Path, str]:
     """``{path: text}`` of every generated page (nothing is written)."""
     from optizoo.errors import WeightsError
-    from optizoo.zoo.card import card_for_file
+    from optizoo.publish.card import card_for_file
     from optizoo.zoo.registry import default_name
 
     try:
@@ -304,7 +304,7 @@ def build(root: Path = ROOT, *, include_plugins: bool = False) -> dict[Path, str
 
 
 def main(argv: list[str] | None = None) -> int:
-    from optizoo.zoo.card import write_text_atomic
+    from optizoo.publish.card import write_text_atomic
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--figures", action="store_true", help="re-run comparisons, draw figures")

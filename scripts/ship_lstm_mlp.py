@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 import optizoo
-from optizoo.evaluate import EvalReport
+from optizoo.compare.evaluate import EvalReport
 from optizoo.zoo.format import read_metadata, rule_from_file
 from optizoo.zoo.manifest import add_to_shipped
 

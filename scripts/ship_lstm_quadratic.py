@@ -15,7 +15,7 @@ import torch
 
 import optizoo
 from optizoo.compare import compare
-from optizoo.evaluate import evaluate
+from optizoo.compare.evaluate import evaluate
 from optizoo.zoo.format import read_metadata, rule_from_file
 from optizoo.zoo.manifest import add_to_shipped
 

@@ -8,7 +8,7 @@ The whole recipe lives in one JSON file (``configs/generalist.json``) plus a see
 Config keys:
 
 - ``rule``: keyword arguments of :class:`optizoo.rules.LSTMRule` (features, parameterization...).
-- ``task``: ``{"name": "mix", "args": {...}}`` (see :mod:`optizoo.meta.tasks_mix`).
+- ``task``: ``{"name": "mix", "args": {...}}`` (see :mod:`optizoo.tasks.mix`).
 - ``common``: :class:`optizoo.meta.MetaConfig` fields shared by every stage (``clip``,
   ``eval_problems``...).
 - ``stages``: the curriculum, a list of :class:`~optizoo.meta.MetaConfig` fields plus
@@ -22,7 +22,7 @@ Config keys:
   on the held-out problems' validation loss after ``eval_horizon`` steps. Default: the
   MetaTrainer's training-loss objective. (:class:`ValidationMetaTrainer`; a candidate for an
   option of :class:`optizoo.meta.MetaConfig`.)
-- ``evaluate`` (optional): keyword arguments of :func:`optizoo.evaluate.evaluate` run on the final
+- ``evaluate`` (optional): keyword arguments of :func:`optizoo.compare.evaluate.evaluate` run on the final
   rule over the ``mlp-20-sigmoid`` task; the numbers go into the weight file's training record.
 
 Output in ``--out``: ``stage{i}/`` (each stage's MetaTrainer run directory), ``generalist.safetensors``
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     optizoo.save_rule(rule, path, training=training, description=description)
     if cfg.get("evaluate") and not args.no_evaluate:
-        from optizoo.evaluate import SUITES, evaluate
+        from optizoo.compare.evaluate import SUITES, evaluate
 
         opts = dict(cfg["evaluate"])
         names = opts.pop("tasks", ["mlp-20-sigmoid"])

@@ -249,7 +249,7 @@ def test_package_exposes_compare_and_evaluate_modules() -> None:
     import optizoo
 
     assert optizoo.compare.compare is compare
-    assert callable(optizoo.evaluate.evaluate)
+    assert callable(optizoo.compare.evaluate.evaluate)
 
 
 def test_from_factory_rejects_non_callables() -> None:

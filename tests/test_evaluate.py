@@ -1,4 +1,4 @@
-"""optizoo.evaluate: the held-out suite against a tuned Adam, its report, figure and CLI."""
+"""optizoo.compare.evaluate: the held-out suite against a tuned Adam, its report, figure and CLI."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from optizoo import cli
-from optizoo.evaluate import (
+from optizoo.compare.evaluate import (
     ADAM_LABEL,
     SUITES,
     EvalReport,
@@ -19,7 +19,7 @@ from optizoo.evaluate import (
     evaluate,
     measurement_steps,
 )
-from optizoo.stats import Interval
+from optizoo.compare.stats import Interval
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -136,7 +136,7 @@ def test_cli_evaluate_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 
 def test_tasks_argument_rejects_unknown_names() -> None:
-    from optizoo.evaluate import evaluate
+    from optizoo.compare.evaluate import evaluate
 
     with pytest.raises(ValueError, match="unknown suite task"):
         evaluate("adam:lr=0.01", 2, tasks=["no-such-task"], quick=True, verbose=False)

@@ -1,5 +1,5 @@
 """Tests of the plugin host (optizoo.plugins), ``optizoo plugins`` and the task/preprocessor
-conformance checks (optizoo.testing_tasks).
+conformance checks (optizoo.testing).
 
 Plugins come in three forms here: objects registered inline (``plugins.register``), fake
 installed distributions written to a temporary directory on ``sys.path`` (real entry points,
@@ -30,7 +30,7 @@ from optizoo.preprocess import LogSign, Preprocessor
 from optizoo.rules import LSTMRule
 from optizoo.tasks.base import Problem, Task
 from optizoo.testing import ConformanceError
-from optizoo.testing_tasks import check_preprocessor, check_task
+from optizoo.testing import check_preprocessor, check_task
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import optizoo
-from optizoo.meta.tasks_mix import MixTask, ScaledProblem
+from optizoo.tasks.mix import MixTask, ScaledProblem
 from optizoo.rules import LSTMRule
 from optizoo.rules.features import Features
 

@@ -1,4 +1,4 @@
-"""Student-t quantiles and confidence intervals (optizoo.stats) against independent values."""
+"""Student-t quantiles and confidence intervals (optizoo.compare.stats) against independent values."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from optizoo.stats import (
+from optizoo.compare.stats import (
     Interval,
     format_interval,
     mean_ci,

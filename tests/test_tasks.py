@@ -102,7 +102,7 @@ ALL_TASKS = [
 
 @pytest.mark.parametrize("task", ALL_TASKS, ids=repr)
 def test_builtin_tasks_pass_the_task_conformance_suite(task) -> None:
-    testing_tasks = pytest.importorskip("optizoo.testing_tasks")
+    testing_tasks = pytest.importorskip("optizoo.testing")
     report = testing_tasks.check_task(task, second_order=True)  # raises listing any failure
     assert not report.failed and not report.skipped
 

@@ -26,9 +26,9 @@ import optizoo
 from optizoo import cli, plugins
 from optizoo.errors import WeightsError
 from optizoo.rules import Adam, LSTMRule
-from optizoo.stats import Interval, format_interval
+from optizoo.compare.stats import Interval, format_interval
 from optizoo.zoo import manifest, registry
-from optizoo.zoo.card import model_card, where_it_loses
+from optizoo.publish.card import model_card, where_it_loses
 
 ROOT = Path(__file__).resolve().parent.parent
 T_975_DF3 = 3.18244630528371  # Student t quantile, 0.975, 3 degrees of freedom
@@ -435,7 +435,7 @@ def test_publish_a_real_meta_training_run(tmp_path, capsys):
 
 
 def test_publish_rule_in_memory_needs_a_task_or_no_baselines(tmp_path):
-    from optizoo.zoo.publish import publish_rule
+    from optizoo.publish.publish import publish_rule
 
     rule = tiny_lstm()
     with pytest.raises(ValueError, match="no task to compare on"):
@@ -449,8 +449,8 @@ def test_publish_rule_in_memory_needs_a_task_or_no_baselines(tmp_path):
 
 
 def test_publish_rule_with_the_held_out_suite(tmp_path):
-    from optizoo.evaluate import EvalTask
-    from optizoo.zoo.publish import publish_rule
+    from optizoo.compare.evaluate import EvalTask
+    from optizoo.publish.publish import publish_rule
 
     suite = [EvalTask("mlp-tiny", "mlp", {"hidden": [4], "batch_size": 32}, "a tiny MLP")]
     out = publish_rule(
@@ -501,7 +501,7 @@ def test_docs_zoo_pages_are_up_to_date():
 
 
 def test_summary_phrase_counts_the_held_out_suite_without_a_training_comparison():
-    from optizoo.zoo.card import summary_phrase
+    from optizoo.publish.card import summary_phrase
 
     rows = [{"verdict": v} for v in ("better", "better", "worse", "no significant difference")]
     assert summary_phrase({"generalization": {"rows": rows}}) == (

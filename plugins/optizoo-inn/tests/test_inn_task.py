@@ -27,7 +27,7 @@ from optizoo_inn.task import GaussianINNTask, gaussian_bump_data
 
 import optizoo
 from optizoo.rules import LSTMRule
-from optizoo.testing_tasks import check_task
+from optizoo.testing import check_task
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -23,7 +23,7 @@ import optizoo
 from optizoo.optim import LearnedOptimizer
 from optizoo.rules import LSTMRule
 from optizoo.testing import run_conformance
-from optizoo.testing_tasks import check_preprocessor
+from optizoo.testing import check_preprocessor
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,6 +1,6 @@
 """The evaluation suite the zoo's model cards report: held-out tasks against a tuned Adam.
 
->>> from optizoo.evaluate import evaluate
+>>> from optizoo.compare.evaluate import evaluate
 >>> report = evaluate("lstm", horizon=100)
 >>> print(report.table()); report.plot("card.png")
 
@@ -33,14 +33,11 @@ import numpy as np
 import torch
 
 from optizoo._io import write_text_atomic
-from optizoo.compare import (
-    DEFAULT_GRID,
-    Comparison,
-    compare,
-    log_grid,
-    parse_spec,
-)
-from optizoo.stats import Interval, format_interval, mean_ci
+from optizoo.compare.protocol import compare
+from optizoo.compare.records import Comparison
+from optizoo.compare.specs import parse_spec
+from optizoo.compare.stats import Interval, format_interval, mean_ci
+from optizoo.compare.tuning import DEFAULT_GRID, log_grid
 
 __all__ = ["SUITES", "EvalReport", "EvalTask", "EvalTaskResult", "evaluate", "measurement_steps"]
 
@@ -268,7 +265,7 @@ class EvalReport:
 
     def plot(self, path: str | os.PathLike[str], *, band: str = "ci") -> Path:
         """One panel per task: test loss over steps (log-log), the optimizer vs tuned Adam."""
-        from optizoo.plots import plot_evaluation
+        from optizoo.compare.plots import plot_evaluation
 
         return plot_evaluation(self, path, band=band)
 

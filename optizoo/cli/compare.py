@@ -225,7 +225,7 @@ def run_evaluate(
     args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
     """Run ``optizoo evaluate``; return the exit status."""
-    from optizoo.evaluate import evaluate
+    from optizoo.compare.evaluate import evaluate
 
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr

@@ -1,36 +1,16 @@
-"""Gradient preprocessors: map a flat gradient ``[n]`` to per-coordinate features ``[n, k]``.
-
-A preprocessor is an ``nn.Module`` with a class attribute ``out_features`` (``k``) and a
-``config()`` returning its constructor arguments. Built-ins are registered by name through the
-plugin hooks (``optizoo.plugins``), so third-party preprocessors are found the same way::
-
-    pre = optizoo.preprocess.get("log_sign")(p=10.0)
-    features = pre(grad)          # [n, 2]
-"""
+"""optizoo's built-in gradient preprocessors: the identity and log-and-sign (p = 10)."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-__all__ = ["Identity", "LogSign", "Preprocessor", "available", "get"]
+from optizoo.preprocess.base import Preprocessor
 
-
-class Preprocessor(nn.Module):
-    """Base class: ``forward(grad[n]) -> features[n, out_features]``."""
-
-    #: Number of features per coordinate.
-    out_features: ClassVar[int] = 1
-
-    def forward(self, grad: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def config(self) -> dict[str, Any]:
-        """JSON-serialisable constructor arguments."""
-        return {}
+__all__ = ["Identity", "LogSign"]
 
 
 class Identity(Preprocessor):
@@ -77,17 +57,3 @@ class LogSign(Preprocessor):
 
     def config(self) -> dict[str, Any]:
         return {"p": self.p}
-
-
-def get(name: str) -> type[Preprocessor]:
-    """The preprocessor class registered under ``name`` (built-in or from a plugin)."""
-    from optizoo import plugins
-
-    return plugins.get("preprocessors", name)
-
-
-def available() -> list[str]:
-    """Names of every registered preprocessor."""
-    from optizoo import plugins
-
-    return sorted(plugins.registry("preprocessors"))

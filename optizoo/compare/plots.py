@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from optizoo._io import atomic_write
-from optizoo.stats import mean_ci_along, quartiles_along
+from optizoo.compare.stats import mean_ci_along, quartiles_along
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from optizoo.compare import Comparison
-    from optizoo.evaluate import EvalReport
+    from optizoo.compare.evaluate import EvalReport
+    from optizoo.compare.records import Comparison
 
 __all__ = ["band_text", "curve_with_band", "plot_comparison", "plot_evaluation", "save_figure"]
 

@@ -24,7 +24,7 @@ meta-objective therefore sees the *unscaled* loss, relative to the initial loss 
 problem's ``eval_loss`` split: the problem then trains on the remaining examples and its
 ``eval_loss`` is a *validation* loss. A meta-objective on it (see
 ``scripts/train_lstm_generalist.py``) rewards generalization without ever touching the test split
-that :mod:`optizoo.evaluate` reports.
+that :mod:`optizoo.compare.evaluate` reports.
 """
 
 from __future__ import annotations

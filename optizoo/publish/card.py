@@ -1,6 +1,6 @@
 """Model cards: a markdown page for a weight file, generated from its metadata alone.
 
->>> from optizoo.zoo.card import card_for_file
+>>> from optizoo.publish.card import card_for_file
 >>> print(card_for_file("dist/my-lstm.safetensors", figure="my-lstm.png"))
 
 A card has: the one-line description, how to load the optimizer, the file (sha256, format,
@@ -12,7 +12,7 @@ case where a baseline's mean is lower than the learned optimizer's is stated in 
 numbers and the paired difference, and what the record does *not* cover (tasks never evaluated,
 steps past the training horizon) is said too.
 
-Recorded evaluation layout (written by :func:`optizoo.zoo.publish.publish_rule`; the shipped
+Recorded evaluation layout (written by :func:`optizoo.publish.publish.publish_rule`; the shipped
 ``lstm-quadratic`` file uses the same keys)::
 
     "evaluation": {
@@ -26,7 +26,7 @@ Recorded evaluation layout (written by :func:`optizoo.zoo.publish.publish_rule`;
         },
     }
 
-where ``INTERVAL`` is :meth:`optizoo.stats.Interval.to_dict` (mean, half_width, n, confidence,
+where ``INTERVAL`` is :meth:`optizoo.compare.stats.Interval.to_dict` (mean, half_width, n, confidence,
 n_nonfinite; non-finite values as ``null``).
 """
 
@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from optizoo.stats import Interval, format_interval
+from optizoo.compare.stats import Interval, format_interval
 
 __all__ = [
     "card_for_file",

@@ -11,7 +11,7 @@
 ``info`` prints the file's metadata (description, licence, rule and config, training record,
 recorded comparison), its sha256 (and, for files shipped with optizoo, whether it matches the
 manifest) and every tensor's dtype and shape; it exits with status 1 when the file is refused
-(not an optizoo weight file, truncated, altered). ``publish`` is :func:`optizoo.zoo.publish.publish`.
+(not an optizoo weight file, truncated, altered). ``publish`` is :func:`optizoo.publish.publish.publish`.
 Bad input prints one ``error:`` line and exits with status 2.
 """
 
@@ -33,7 +33,7 @@ _LIST_KINDS = ("pretrained", "tasks", "preprocessors", "rules")
 
 def register(subparsers: Any) -> None:
     """Add ``list``, ``info`` and ``publish`` to the CLI's sub-parsers."""
-    from optizoo.compare_cli import _grid, _positive_int, _task_args
+    from optizoo.cli.compare import _grid, _positive_int, _task_args
 
     p = subparsers.add_parser(
         "list",
@@ -306,9 +306,14 @@ def describe(target: str) -> dict[str, Any]:
 
 
 def _write_info(info: dict[str, Any], out: TextIO) -> None:
-    from optizoo.stats import format_interval
-    from optizoo.zoo.card import _interval as interval
-    from optizoo.zoo.card import evaluation_blocks, learned_label, summary_phrase, where_it_loses
+    from optizoo.compare.stats import format_interval
+    from optizoo.publish.card import _interval as interval
+    from optizoo.publish.card import (
+        evaluation_blocks,
+        learned_label,
+        summary_phrase,
+        where_it_loses,
+    )
 
     def line(key: str, value: Any) -> None:
         out.write(f"{key + ':':<13} {value}\n")
@@ -393,8 +398,8 @@ def run_info(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def run_publish(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """Run :func:`optizoo.zoo.publish.publish` from parsed arguments."""
-    from optizoo.zoo.publish import DEFAULT_BASELINES, publish
+    """Run :func:`optizoo.publish.publish.publish` from parsed arguments."""
+    from optizoo.publish.publish import DEFAULT_BASELINES, publish
 
     out = out if out is not None else sys.stdout
     baselines = DEFAULT_BASELINES if args.baselines is None else tuple(args.baselines)

@@ -1,6 +1,6 @@
 """Publishing: turn a meta-training run (or a rule in memory) into a weight file, card and figure.
 
->>> from optizoo.zoo.publish import publish
+>>> from optizoo.publish.publish import publish
 >>> out = publish("runs/my-run", "my-lstm", "dist/")     # same as `optizoo publish ...`
 >>> out.weights, out.card, out.figure
 (PosixPath('dist/my-lstm.safetensors'), PosixPath('dist/my-lstm.md'), PosixPath('dist/my-lstm.png'))
@@ -17,13 +17,13 @@ What it does:
    validation streams, and every baseline's learning rate is tuned on separate problems. The
    numbers are reported at the training horizon and at ``compare_steps`` (default: twice the
    horizon), with paired differences.
-3. Optionally (``evaluate=True``) runs the held-out task suite of :func:`optizoo.evaluate.evaluate`
+3. Optionally (``evaluate=True``) runs the held-out task suite of :func:`optizoo.compare.evaluate.evaluate`
    (MLPs and a conv net on digits against a tuned Adam): slow, but what a card for a
    general-purpose optimizer needs.
 4. Writes, each atomically: ``OUT/NAME.safetensors`` (the weights; metadata = the training record
    plus ``evaluation``/``generalization``), ``OUT/NAME.png`` (loss curves of the comparison),
    ``OUT/NAME-meta-training.png`` (the run's learning curve), ``OUT/NAME-generalization.png``
-   (with ``evaluate``) and ``OUT/NAME.md`` (the model card, :mod:`optizoo.zoo.card`).
+   (with ``evaluate``) and ``OUT/NAME.md`` (the model card, :mod:`optizoo.publish.card`).
 
 The published file loads by path (``LSTMOptimizer(params, weights="dist/my-lstm.safetensors")``);
 ship it in a plugin (``optizoo_pretrained`` hook) or in optizoo itself
@@ -61,7 +61,7 @@ class Published:
         figures: further figures: ``"meta-training"``, ``"generalization"``.
         metadata: the weight file's metadata as read back (JSON fields decoded).
         comparisons: tuning criterion -> :class:`~optizoo.compare.Comparison`.
-        report: the :class:`~optizoo.evaluate.EvalReport` with ``evaluate=True``.
+        report: the :class:`~optizoo.compare.evaluate.EvalReport` with ``evaluate=True``.
     """
 
     name: str
@@ -88,7 +88,7 @@ def _check_name(name: str) -> str:
 
 def _label(name: str) -> str:
     """The optimizer's label inside comparisons (a spec label: a plain word, not a baseline)."""
-    from optizoo.compare import _NAME_RE, BASELINES
+    from optizoo.compare.specs import _NAME_RE, BASELINES
 
     return name if _NAME_RE.match(name) and name.lower() not in BASELINES else "learned"
 
@@ -240,7 +240,7 @@ def _block(comparison: Any, at: int, learned: str) -> dict[str, Any]:
 
 
 def _default_description(rule: UpdateRule, training: Mapping[str, Any]) -> str:
-    from optizoo.zoo.card import summary_phrase
+    from optizoo.publish.card import summary_phrase
 
     task = training.get("task") or "an unrecorded task"
     bits = [f"{k} {training[k]}" for k in ("unroll", "horizon", "meta_steps") if k in training]
@@ -296,8 +296,8 @@ def publish_rule(
         seed: comparison seed (problem seeds derive from it).
         task, task_args: the task to compare on (default: the record's ``task``/``task_args``;
             needed when the run used a task instance that is not in the registry).
-        evaluate: also run the held-out suite (:func:`optizoo.evaluate.evaluate`); slow.
-        evaluate_options: keyword arguments for :func:`optizoo.evaluate.evaluate` (``suite``,
+        evaluate: also run the held-out suite (:func:`optizoo.compare.evaluate.evaluate`); slow.
+        evaluate_options: keyword arguments for :func:`optizoo.compare.evaluate.evaluate` (``suite``,
             ``seeds``, ``multiples``, ``quick``...).
         threads: torch CPU threads during the comparison (``None``: unchanged).
         device: where comparison problems live.
@@ -305,7 +305,7 @@ def publish_rule(
         metrics_rows: the run's metrics log, drawn as ``NAME-meta-training.png``.
     """
     from optizoo.compare import DEFAULT_GRID, compare
-    from optizoo.zoo.card import model_card, write_text_atomic
+    from optizoo.publish.card import model_card, write_text_atomic
     from optizoo.zoo.format import read_metadata, save_rule
     from optizoo.zoo.registry import sha256_file
 
@@ -395,7 +395,7 @@ def publish_rule(
             title = f"{name} vs {'tuned ' if tuned else ''}baselines on {first.task}"
             figures["loss-curves"] = first.plot(out / f"{name}.png", title=title)
         if evaluate:
-            from optizoo.evaluate import evaluate as run_suite
+            from optizoo.compare.evaluate import evaluate as run_suite
 
             options = dict(evaluate_options or {})
             options.setdefault("threads", threads)

@@ -23,52 +23,23 @@ import copy
 import io
 import pickle
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from optizoo.testing.report import ConformanceError, ConformanceReport, require, run_checks
+
 __all__ = [
     "CHECKS",
-    "PREPROCESSOR_CHECKS",
-    "TASK_CHECKS",
-    "ConformanceError",
-    "ConformanceReport",
+    "CORE_CHECKS",
+    "LEARNED_CHECKS",
     "check_optimizer",
-    "check_preprocessor",
-    "check_task",
     "run_check",
     "run_conformance",
-    "run_preprocessor_check",
-    "run_task_check",
 ]
 
 Factory = Callable[..., torch.optim.Optimizer]
-
-
-class ConformanceError(AssertionError):
-    """An optimizer failed one or more conformance checks."""
-
-
-@dataclass
-class ConformanceReport:
-    """Outcome of :func:`run_conformance`: ``passed`` names and ``failed`` ``{name: reason}``."""
-
-    passed: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def __str__(self) -> str:
-        lines = [
-            f"{len(self.passed)} passed, {len(self.failed)} failed, {len(self.skipped)} skipped"
-        ]
-        lines += [f"  FAILED {k}: {v}" for k, v in self.failed.items()]
-        return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,11 +78,6 @@ def _flat(m: nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1).double() for p in m.parameters()])
 
 
-def _require(cond: bool, message: str) -> None:
-    if not cond:
-        raise ConformanceError(message)
-
-
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and bool(torch.equal(a, b))
 
@@ -126,7 +92,7 @@ def check_descent(factory: Factory, steps: int = 40, **_: Any) -> None:
     before = float(_loss(m, data).detach())
     _train(m, factory(m.parameters()), data, steps)
     after = float(_loss(m, data).detach())
-    _require(after < before, f"loss did not decrease: {before:.4g} -> {after:.4g}")
+    require(after < before, f"loss did not decrease: {before:.4g} -> {after:.4g}")
 
 
 def check_param_groups(factory: Factory, **_: Any) -> None:
@@ -134,14 +100,12 @@ def check_param_groups(factory: Factory, **_: Any) -> None:
     m, data = _model(), _data()
     first, second = list(m[0].parameters()), list(m[2].parameters())
     opt = factory([{"params": first}, {"params": second, "lr": 0.0}])
-    _require(len(opt.param_groups) == 2, "expected two param groups")
+    require(len(opt.param_groups) == 2, "expected two param groups")
     frozen = [p.detach().clone() for p in second]
     moving = [p.detach().clone() for p in first]
     _train(m, opt, data, 3)
-    _require(all(_same(a, p) for a, p in zip(frozen, second)), "a group with lr=0 changed")
-    _require(
-        any(not _same(a, p) for a, p in zip(moving, first)), "the group with lr>0 did not move"
-    )
+    require(all(_same(a, p) for a, p in zip(frozen, second)), "a group with lr=0 changed")
+    require(any(not _same(a, p) for a, p in zip(moving, first)), "the group with lr>0 did not move")
 
 
 def check_add_param_group(factory: Factory, **_: Any) -> None:
@@ -152,9 +116,9 @@ def check_add_param_group(factory: Factory, **_: Any) -> None:
     _train(m, opt, data, 2)
     before = [p.detach().clone() for p in second]
     opt.add_param_group({"params": second})
-    _require(len(opt.param_groups) == 2, "add_param_group did not add a group")
+    require(len(opt.param_groups) == 2, "add_param_group did not add a group")
     _train(m, opt, data, 2)
-    _require(any(not _same(a, p) for a, p in zip(before, second)), "added parameters did not move")
+    require(any(not _same(a, p) for a, p in zip(before, second)), "added parameters did not move")
 
 
 def check_skips_params_without_grad(factory: Factory, **_: Any) -> None:
@@ -164,7 +128,7 @@ def check_skips_params_without_grad(factory: Factory, **_: Any) -> None:
     opt = factory([*m.parameters(), unused])
     before = unused.detach().clone()
     _train(m, opt, data, 3)
-    _require(unused.grad is None and _same(before, unused), "a parameter without grad changed")
+    require(unused.grad is None and _same(before, unused), "a parameter without grad changed")
 
 
 def check_closure(factory: Factory, **_: Any) -> None:
@@ -181,8 +145,8 @@ def check_closure(factory: Factory, **_: Any) -> None:
         return loss
 
     out = opt.step(closure)
-    _require(len(calls) >= 1, "closure was not called")
-    _require(
+    require(len(calls) >= 1, "closure was not called")
+    require(
         out is not None and float(out.detach()) == calls[0], "step(closure) did not return the loss"
     )
 
@@ -193,11 +157,11 @@ def check_zero_grad(factory: Factory, **_: Any) -> None:
     opt = factory(m.parameters())
     _loss(m, data).backward()
     opt.zero_grad(set_to_none=False)
-    _require(
+    require(
         all(p.grad is not None and not p.grad.any() for p in m.parameters()), "grads not zeroed"
     )
     opt.zero_grad()
-    _require(all(p.grad is None for p in m.parameters()), "zero_grad() did not set grads to None")
+    require(all(p.grad is None for p in m.parameters()), "zero_grad() did not set grads to None")
 
 
 def check_lr_zero(factory: Factory, **_: Any) -> None:
@@ -205,7 +169,7 @@ def check_lr_zero(factory: Factory, **_: Any) -> None:
     m, data = _model(), _data()
     before = _flat(m)
     _train(m, factory(m.parameters(), lr=0.0), data, 5)
-    _require(_same(before, _flat(m)), "lr=0 changed parameters")
+    require(_same(before, _flat(m)), "lr=0 changed parameters")
 
 
 def _schedulers(opt: torch.optim.Optimizer) -> dict[str, Any]:
@@ -237,7 +201,7 @@ def check_schedulers(factory: Factory, **_: Any) -> None:
             opt.step()
             s.step(float(loss.detach())) if name == "ReduceLROnPlateau" else s.step()
         lrs = [g["lr"] for g in opt.param_groups]
-        _require(all(isinstance(lr, float) for lr in lrs), f"{name}: lr is not a float: {lrs}")
+        require(all(isinstance(lr, float) for lr in lrs), f"{name}: lr is not a float: {lrs}")
     # The optimizer must read group["lr"] at every step.
     m = _model()
     opt = factory(m.parameters())
@@ -247,7 +211,7 @@ def check_schedulers(factory: Factory, **_: Any) -> None:
         s.step()
     before = _flat(m)
     _train(m, opt, data, 3)
-    _require(_same(before, _flat(m)), "updates continued after the scheduler set lr=0")
+    require(_same(before, _flat(m)), "updates continued after the scheduler set lr=0")
 
 
 def check_maximize(factory: Factory, **_: Any) -> None:
@@ -256,7 +220,7 @@ def check_maximize(factory: Factory, **_: Any) -> None:
     m1, m2 = _model(), _model()
     _train(m1, factory(m1.parameters(), maximize=True), data, 5, sign=-1.0)
     _train(m2, factory(m2.parameters()), data, 5, sign=1.0)
-    _require(_same(_flat(m1), _flat(m2)), "maximize=True on -f differs from minimizing f")
+    require(_same(_flat(m1), _flat(m2)), "maximize=True on -f differs from minimizing f")
 
 
 def check_state_dict_resume(factory: Factory, steps: int = 6, **_: Any) -> None:
@@ -278,7 +242,7 @@ def check_state_dict_resume(factory: Factory, steps: int = 6, **_: Any) -> None:
     opt2 = factory(m2.parameters())
     opt2.load_state_dict(saved["opt"])
     _train(m2, opt2, data, steps)
-    _require(_same(_flat(ref), _flat(m2)), "resumed run differs from the uninterrupted run")
+    require(_same(_flat(ref), _flat(m2)), "resumed run differs from the uninterrupted run")
 
 
 def check_copy_and_pickle(factory: Factory, **_: Any) -> None:
@@ -291,8 +255,8 @@ def check_copy_and_pickle(factory: Factory, **_: Any) -> None:
     m_pkl, opt_pkl = pickle.loads(pickle.dumps((m, opt)))
     for mm, oo in ((m, opt), (m_copy, opt_copy), (m_pkl, opt_pkl)):
         _train(mm, oo, data, 3)
-    _require(_same(_flat(m), _flat(m_copy)), "deepcopy continued differently")
-    _require(_same(_flat(m), _flat(m_pkl)), "pickle round-trip continued differently")
+    require(_same(_flat(m), _flat(m_copy)), "deepcopy continued differently")
+    require(_same(_flat(m), _flat(m_pkl)), "pickle round-trip continued differently")
 
 
 def check_float64(factory: Factory, **_: Any) -> None:
@@ -300,11 +264,11 @@ def check_float64(factory: Factory, **_: Any) -> None:
     m, data = _model(torch.float64), _data(torch.float64)
     opt = factory(m.parameters())
     _train(m, opt, data, 2)
-    _require(all(p.dtype == torch.float64 for p in m.parameters()), "float64 params changed dtype")
+    require(all(p.dtype == torch.float64 for p in m.parameters()), "float64 params changed dtype")
     for st in opt.state.values():
         for k, v in st.items():
             if isinstance(v, torch.Tensor) and v.is_floating_point() and k != "step":
-                _require(v.dtype == torch.float64, f"state {k!r} is {v.dtype} for float64 params")
+                require(v.dtype == torch.float64, f"state {k!r} is {v.dtype} for float64 params")
 
 
 def check_grad_scaler(factory: Factory, **_: Any) -> None:
@@ -318,12 +282,12 @@ def check_grad_scaler(factory: Factory, **_: Any) -> None:
     before = _flat(m)
     scaler.step(opt)
     scaler.update()
-    _require(_same(before, _flat(m)), "GradScaler did not skip the step with inf gradients")
+    require(_same(before, _flat(m)), "GradScaler did not skip the step with inf gradients")
     opt.zero_grad()
     scaler.scale(_loss(m, data)).backward()
     scaler.step(opt)
     scaler.update()
-    _require(not _same(before, _flat(m)), "GradScaler step with finite gradients changed nothing")
+    require(not _same(before, _flat(m)), "GradScaler step with finite gradients changed nothing")
 
 
 def check_negative_lr_refused(factory: Factory, **_: Any) -> None:
@@ -347,14 +311,14 @@ def check_nonfinite_gradients(factory: Factory, **_: Any) -> None:
     w.grad[0, 0] = float("nan")
     w.grad[1, 1] = float("inf")
     opt.step()
-    _require(w[0, 0] == before[0, 0] and w[1, 1] == before[1, 1], "non-finite coordinates moved")
-    _require(bool((w != before).any()), "finite coordinates did not move")
+    require(w[0, 0] == before[0, 0] and w[1, 1] == before[1, 1], "non-finite coordinates moved")
+    require(bool((w != before).any()), "finite coordinates did not move")
     for st in opt.state.values():
         for k, v in st.items():
             if isinstance(v, torch.Tensor) and v.is_floating_point():
-                _require(bool(torch.isfinite(v).all()), f"state {k!r} became non-finite")
+                require(bool(torch.isfinite(v).all()), f"state {k!r} became non-finite")
     _train(m, opt, data, 2)
-    _require(bool(torch.isfinite(_flat(m)).all()), "parameters became non-finite after recovery")
+    require(bool(torch.isfinite(_flat(m)).all()), "parameters became non-finite after recovery")
 
 
 def check_sparse_refused(factory: Factory, **_: Any) -> None:
@@ -365,7 +329,7 @@ def check_sparse_refused(factory: Factory, **_: Any) -> None:
     try:
         opt.step()
     except (TypeError, RuntimeError, ValueError) as exc:
-        _require("sparse" in str(exc).lower(), f"error does not mention sparse gradients: {exc}")
+        require("sparse" in str(exc).lower(), f"error does not mention sparse gradients: {exc}")
         return
     raise ConformanceError("sparse gradients were accepted silently")
 
@@ -378,7 +342,7 @@ def check_bf16_state_float32(factory: Factory, **_: Any) -> None:
     for st in opt.state.values():
         for k, v in st.items():
             if isinstance(v, torch.Tensor) and v.is_floating_point():
-                _require(v.dtype == torch.float32, f"state {k!r} is {v.dtype} for bf16 params")
+                require(v.dtype == torch.float32, f"state {k!r} is {v.dtype} for bf16 params")
 
 
 #: Checks every drop-in optimizer should pass.
@@ -414,32 +378,6 @@ def run_check(name: str, factory: Factory, **options: Any) -> None:
     CHECKS[name](factory, **options)
 
 
-def _run_checks(
-    checks: dict[str, Callable[..., None]], subject: Any, skip: tuple[str, ...], options: Any
-) -> ConformanceReport:
-    """Run each of ``checks`` on ``subject`` (skipping ``skip``) and collect a report; a check
-    that crashes counts as failed. Shared by the optimizer, task and preprocessor suites."""
-    unknown = set(skip) - set(checks)
-    if unknown:
-        raise ValueError(
-            f"unknown checks in skip: {sorted(unknown)}; available: {', '.join(checks)}"
-        )
-    report = ConformanceReport()
-    for name, check in checks.items():
-        if name in skip:
-            report.skipped.append(name)
-            continue
-        try:
-            check(subject, **options)
-        except ConformanceError as exc:
-            report.failed[name] = str(exc)
-        except Exception as exc:  # the subject crashing a check is a failure of that check
-            report.failed[name] = f"{type(exc).__name__}: {exc}"
-        else:
-            report.passed.append(name)
-    return report
-
-
 def run_conformance(
     factory: Factory, *, learned: bool = False, skip: tuple[str, ...] = (), **options: Any
 ) -> ConformanceReport:
@@ -450,7 +388,7 @@ def run_conformance(
         raise ValueError(
             f"unknown checks in skip: {sorted(unknown)}; available: {', '.join(CHECKS)}"
         )
-    return _run_checks(checks, factory, tuple(n for n in skip if n in checks), options)
+    return run_checks(checks, factory, tuple(n for n in skip if n in checks), options)
 
 
 def check_optimizer(factory: Factory, **kwargs: Any) -> ConformanceReport:
@@ -459,14 +397,3 @@ def check_optimizer(factory: Factory, **kwargs: Any) -> ConformanceReport:
     if not report.ok:
         raise ConformanceError(str(report))
     return report
-
-
-# Conformance checks for tasks and preprocessors (plugin authors), defined in their own module.
-from optizoo.testing_tasks import (  # noqa: E402
-    PREPROCESSOR_CHECKS,
-    TASK_CHECKS,
-    check_preprocessor,
-    check_task,
-    run_preprocessor_check,
-    run_task_check,
-)

@@ -1,8 +1,8 @@
-"""The ``optizoo`` command.
+"""The ``optizoo`` command: one module of this package per command group.
 
-Each sub-command lives in the module that owns its feature; that module exposes
-``register(subparsers)`` which adds the sub-parser and sets ``func`` (a callable taking the parsed
-``argparse.Namespace`` and returning an exit code). :data:`COMMAND_MODULES` lists them.
+Each module exposes ``register(subparsers)``, which adds its sub-parsers and sets ``func`` (a
+callable taking the parsed ``argparse.Namespace`` and returning an exit code).
+:data:`COMMAND_MODULES` lists them. No library module imports this package.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 #: Modules that contribute sub-commands, each with ``register(subparsers)``.
 COMMAND_MODULES: tuple[str, ...] = (
-    "optizoo.plugins_cli",
-    "optizoo.compare_cli",
-    "optizoo.meta.cli",
-    "optizoo.zoo.cli",
+    "optizoo.cli.plugins",
+    "optizoo.cli.compare",
+    "optizoo.cli.train",
+    "optizoo.cli.zoo",
 )
 
 

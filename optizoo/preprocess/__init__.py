@@ -1,0 +1,27 @@
+"""Gradient preprocessors: map a flat gradient ``[n]`` to per-coordinate features ``[n, k]``.
+
+A preprocessor is an ``nn.Module`` with a class attribute ``out_features`` (``k``) and a
+``config()`` returning its constructor arguments. Built-ins are registered by name through the
+plugin hooks (``optizoo.plugins``), so third-party preprocessors are found the same way::
+
+    pre = optizoo.preprocess.get("log_sign")(p=10.0)
+    features = pre(grad)          # [n, 2]
+"""
+
+from __future__ import annotations
+
+from optizoo import plugins
+from optizoo.preprocess.base import Preprocessor
+from optizoo.preprocess.builtin import Identity, LogSign
+
+__all__ = ["Identity", "LogSign", "Preprocessor", "available", "get"]
+
+
+def get(name: str) -> type[Preprocessor]:
+    """The preprocessor class registered under ``name`` (built-in or from a plugin)."""
+    return plugins.get("preprocessors", name)
+
+
+def available() -> list[str]:
+    """Names of every registered preprocessor."""
+    return sorted(plugins.registry("preprocessors"))
