@@ -29,8 +29,7 @@ from optizoo.errors import PluginError, UnknownNameError
 from optizoo.preprocess import LogSign, Preprocessor
 from optizoo.rules import LSTMRule
 from optizoo.tasks.base import Problem, Task
-from optizoo.testing import ConformanceError
-from optizoo.testing import check_preprocessor, check_task
+from optizoo.testing import ConformanceError, check_preprocessor, check_task
 
 
 @pytest.fixture(autouse=True)

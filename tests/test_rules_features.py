@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import optizoo
-from optizoo.tasks.mix import MixTask, ScaledProblem
 from optizoo.rules import LSTMRule
 from optizoo.rules.features import Features
+from optizoo.tasks.mix import MixTask, ScaledProblem
 
 OPTIONS = {
     "nominal-lstm": {

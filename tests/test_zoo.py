@@ -24,11 +24,11 @@ from safetensors.torch import save_file
 
 import optizoo
 from optizoo import cli, plugins
-from optizoo.errors import WeightsError
-from optizoo.rules import Adam, LSTMRule
 from optizoo.compare.stats import Interval, format_interval
-from optizoo.zoo import manifest, registry
+from optizoo.errors import WeightsError
 from optizoo.publish.card import model_card, where_it_loses
+from optizoo.rules import Adam, LSTMRule
+from optizoo.zoo import manifest, registry
 
 ROOT = Path(__file__).resolve().parent.parent
 T_975_DF3 = 3.18244630528371  # Student t quantile, 0.975, 3 degrees of freedom

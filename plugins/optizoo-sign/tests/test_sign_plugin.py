@@ -22,8 +22,7 @@ from optizoo_sign.rules import Signum
 import optizoo
 from optizoo.optim import LearnedOptimizer
 from optizoo.rules import LSTMRule
-from optizoo.testing import run_conformance
-from optizoo.testing import check_preprocessor
+from optizoo.testing import check_preprocessor, run_conformance
 
 
 @pytest.fixture(autouse=True, scope="module")
