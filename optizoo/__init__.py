@@ -11,8 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
-
+from optizoo._version import __version__
 from optizoo.errors import (
     OptizooError,
     PluginError,

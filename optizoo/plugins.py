@@ -290,7 +290,8 @@ def plugin_manager() -> pluggy.PluginManager:
 def _load_plugin_manager() -> pluggy.PluginManager:
     from importlib import metadata
 
-    from optizoo import __version__, _builtins
+    from optizoo import _builtins
+    from optizoo._version import __version__
 
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(HookSpecs)

@@ -3,7 +3,7 @@
 scipy is not a dependency, so the Student t quantile is computed here from the regularized
 incomplete beta function (continued fraction, evaluated by the modified Lentz method) and inverted
 by bisection followed by Newton steps. It agrees with ``scipy.stats.t.ppf`` to about 1e-10
-(see ``tests/test_stats.py``).
+(see ``tests/compare/test_stats.py``).
 
 Conventions: a confidence interval for the mean of ``n`` samples ``x`` is
 ``mean ± t_{(1+c)/2, n-1} · s / sqrt(n)`` with ``s`` the sample standard deviation (``ddof=1``).

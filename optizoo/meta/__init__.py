@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 from optizoo.meta.checkpoint import CheckpointError
-from optizoo.meta.trainer import MetaConfig, MetaTrainer, learning_curve, problem_seeds
+from optizoo.meta.config import MetaConfig
+from optizoo.meta.plots import learning_curve
+from optizoo.meta.trainer import MetaTrainer, problem_seeds
 from optizoo.meta.unroll import Layout, UnrollResult, rollout, unroll
 
 __all__ = [

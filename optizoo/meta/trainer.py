@@ -31,14 +31,12 @@ files, readable by :func:`optizoo.load_rule`).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
 import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -48,8 +46,11 @@ from torch import Tensor, nn
 
 from optizoo.meta import checkpoint as ckpt
 from optizoo.meta import distributed as ddp
+from optizoo.meta.config import MetaConfig, _is_int
+from optizoo.meta.plots import learning_curve
 from optizoo.meta.unroll import Layout, rollout, unroll_flat
 from optizoo.rules.base import State, UpdateRule
+from optizoo.tasks import task_config
 from optizoo.tasks.base import Problem, Task
 
 __all__ = ["MetaConfig", "MetaTrainer", "learning_curve", "problem_seeds"]
@@ -73,132 +74,6 @@ def problem_seeds(seed: int, stream: str, count: int, episode: int = 0) -> list[
         raise ValueError(f"unknown seed stream {stream!r}; expected one of {sorted(_STREAMS)}")
     ss = np.random.SeedSequence(int(seed), spawn_key=(_SEED_TAG, _STREAMS[stream], int(episode)))
     return [int(w) >> 1 for w in ss.generate_state(count, dtype=np.uint64)]
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _positive_finite(value: Any, name: str, *, optional: bool = False) -> Any:
-    """``float(value)`` if it is a positive finite number (``None`` passes when ``optional``)."""
-    if optional and value is None:
-        return None
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        allowed = "a positive finite number" + (" or None" if optional else "")
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return float(value)
-
-
-@dataclass
-class MetaConfig:
-    """Hyper-parameters of a meta-training run (JSON-serialisable; stored in checkpoints).
-
-    Attributes:
-        task: registry name of the task (``optizoo.tasks.get``), or the name of a task instance.
-        task_args: keyword arguments of the task.
-        unroll: steps per truncation (paper: 20).
-        horizon: steps per episode before new problems are sampled (paper: 100).
-        meta_lr: learning rate of the Adam meta-optimizer.
-        scalar_meta_lr: learning rate for the rule's *scalar* (0-dim) meta-parameters, such as a
-            learned log learning rate or log weight decay, which need larger steps than the
-            network's weights to move within a run (default: ``meta_lr`` for all).
-        clip: maximum global norm of the meta-gradient (``None``: no clipping).
-        problems_per_step: problems unrolled together per meta-step, over all processes (the
-            quadratic task already batches 128 quadratics into one problem).
-        eval_problems: held-out problems of the validation seed stream.
-        eval_every: evaluate every this many meta-steps (0: only at the start and the end of
-            :meth:`MetaTrainer.fit`).
-        eval_horizon: steps of each evaluation rollout (default: ``horizon``).
-        seed: root of every seed stream.
-        loss_weights: ``w_t`` of the meta-loss, one per step of a truncation (length ``unroll``)
-            or per step of the episode (length ``horizon``); default all ones. ``[0, ..., 0, 1]``
-            with ``unroll == horizon`` makes the meta-loss the loss after the unroll.
-        second_order: differentiate through the optimizee gradients (default: treat them as
-            constants, as Andrychowicz et al. 2016).
-        checkpoint_every: write ``checkpoint.pt`` every this many meta-steps (and at the end of
-            every :meth:`~MetaTrainer.fit`); 0: only at the end.
-        device: where problems and the rule live (``"cpu"``, ``"cuda"``...).
-    """
-
-    task: str = "quadratic"
-    task_args: dict[str, Any] = field(default_factory=dict)
-    unroll: int = 20
-    horizon: int = 100
-    meta_lr: float = 3e-3
-    scalar_meta_lr: float | None = None
-    clip: float | None = 1.0
-    problems_per_step: int = 1
-    eval_problems: int = 8
-    eval_every: int = 100
-    eval_horizon: int | None = None
-    seed: int = 0
-    loss_weights: list[float] | None = None
-    second_order: bool = False
-    checkpoint_every: int = 100
-    device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        for name in ("unroll", "horizon", "problems_per_step", "eval_problems"):
-            value = getattr(self, name)
-            if not (_is_int(value) and value >= 1):
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("eval_every", "checkpoint_every", "seed"):
-            value = getattr(self, name)
-            if not (_is_int(value) and value >= 0):
-                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
-        if self.unroll > self.horizon:
-            raise ValueError(
-                f"unroll ({self.unroll}) cannot exceed horizon ({self.horizon}): a truncation is "
-                "part of an episode"
-            )
-        if self.eval_horizon is not None and not (
-            _is_int(self.eval_horizon) and self.eval_horizon >= 1
-        ):
-            raise ValueError(
-                f"eval_horizon must be a positive int or None, got {self.eval_horizon!r}"
-            )
-        self.meta_lr = _positive_finite(self.meta_lr, "meta_lr")
-        self.scalar_meta_lr = _positive_finite(self.scalar_meta_lr, "scalar_meta_lr", optional=True)
-        self.clip = _positive_finite(self.clip, "clip", optional=True)
-        if self.loss_weights is not None:
-            w = list(self.loss_weights)
-            if len(w) not in (self.unroll, self.horizon):
-                raise ValueError(
-                    f"loss_weights has {len(w)} entries; give one per step of a truncation "
-                    f"(unroll={self.unroll}) or of an episode (horizon={self.horizon})"
-                )
-            if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in w):
-                raise ValueError("loss_weights must be finite numbers")
-            self.loss_weights = [float(v) for v in w]
-        if not isinstance(self.task, str) or not self.task:
-            raise TypeError(f"task must be a task name, got {self.task!r}")
-        if not isinstance(self.task_args, Mapping):
-            raise TypeError(f"task_args must be a dict, got {type(self.task_args).__name__}")
-        self.task_args = dict(self.task_args)
-        self.second_order = bool(self.second_order)
-        self.device = str(self.device)
-
-    @property
-    def truncations(self) -> int:
-        """Meta-steps per episode: ``ceil(horizon / unroll)``."""
-        return -(-self.horizon // self.unroll)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> MetaConfig:
-        """Build from a mapping; unknown keys are an error naming the accepted ones."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(
-                f"unknown meta-training option(s) {unknown}; accepted: {sorted(names)}"
-            )
-        return cls(**dict(data))
-
-
-from optizoo.tasks import task_config as _task_config  # noqa: E402
 
 
 def _meta_param_groups(rule: nn.Module, config: MetaConfig) -> list[dict[str, Any]]:
@@ -226,7 +101,7 @@ def _resolve_task(
     if callable(getattr(task, "sample", None)):
         if task_args:
             raise ValueError("task_args only apply when the task is given by name")
-        return task, str(getattr(task, "name", type(task).__name__)), _task_config(task)
+        return task, str(getattr(task, "name", type(task).__name__)), task_config(task)
     raise TypeError(
         f"task must be a registry name or an optizoo.tasks.Task, got {type(task).__name__}"
     )
@@ -234,51 +109,6 @@ def _resolve_task(
 
 def _clone_state_dict(module: torch.nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def learning_curve(
-    rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], *, title: str = ""
-) -> Path:
-    """Plot a metrics log: training meta-loss per meta-step and the held-out objective (PNG).
-
-    ``rows`` are the trainer's metrics rows (``kind`` ``"train"`` and ``"eval"``). The y axis is
-    logarithmic when every plotted value is positive. Written atomically with the Agg backend.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    train = [(r["meta_step"], r["meta_loss"]) for r in rows if r.get("kind") == "train"]
-    evals = [(r["meta_step"], r["objective"]) for r in rows if r.get("kind") == "eval"]
-    fig = Figure(figsize=(7, 4.2))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    values: list[float] = []
-    if train:
-        x, y = np.array(train, dtype=float).T
-        ax.plot(
-            x, y, color="tab:blue", alpha=0.25, lw=0.8, label="training meta-loss (one truncation)"
-        )
-        if y.size >= 10:
-            k = max(2, y.size // 50)
-            finite = np.where(np.isfinite(y), y, np.nan)
-            smooth = np.convolve(np.nan_to_num(finite, nan=0.0), np.ones(k) / k, mode="valid")
-            ax.plot(x[k - 1 :], smooth, color="tab:blue", lw=1.5, label=f"training (mean of {k})")
-        values += [v for v in y.tolist() if math.isfinite(v)]
-    if evals:
-        x, y = np.array(evals, dtype=float).T
-        ax.plot(x, y, "o-", color="tab:orange", ms=3, label="held-out objective (full rollout)")
-        values += [v for v in y.tolist() if math.isfinite(v)]
-    if values and min(values) > 0:
-        ax.set_yscale("log")
-    ax.set_xlabel("meta-step")
-    ax.set_ylabel("Σ_t w_t f(θ_t) per instance")
-    if title:
-        ax.set_title(title)
-    if train or evals:
-        ax.legend(loc="best", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.subplots_adjust(left=0.11, right=0.97, top=0.91, bottom=0.12)
-    return ckpt.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
 
 
 class MetaTrainer:

@@ -30,6 +30,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from optizoo._io import atomic_write
+from optizoo._version import __version__
 from optizoo.errors import WeightsError
 from optizoo.rules.base import UpdateRule
 
@@ -40,9 +41,7 @@ _JSON_KEYS = ("optizoo.config", "optizoo.training", "optizoo.versions")
 
 
 def _versions() -> dict[str, str]:
-    import optizoo
-
-    return {"optizoo": optizoo.__version__, "torch": torch.__version__.split("+")[0]}
+    return {"optizoo": __version__, "torch": torch.__version__.split("+")[0]}
 
 
 def save_rule(

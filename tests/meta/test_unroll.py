@@ -19,12 +19,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from toys import ToyRegression
 
 import optizoo
 from optizoo.meta import unroll
 from optizoo.rules import SGD, LSTMRule, Momentum, UpdateRule
 from optizoo.tasks.base import Problem
+from tests.meta.toys import ToyRegression
 
 SEED002_WEIGHTS = [-0.9915, -0.1217, 1.0145, 2.0640, 2.8668, 3.3908]  # printed, 4 decimals
 SEED002_META_LOSS = 0.011927987982895929  # printed with 17 significant digits

@@ -30,7 +30,7 @@ from optizoo.publish.card import model_card, where_it_loses
 from optizoo.rules import Adam, LSTMRule
 from optizoo.zoo import manifest, registry
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 T_975_DF3 = 3.18244630528371  # Student t quantile, 0.975, 3 degrees of freedom
 
 

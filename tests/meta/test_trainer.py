@@ -16,7 +16,6 @@ import math
 
 import pytest
 import torch
-from toys import ToyRegression
 
 import optizoo
 from optizoo.meta import MetaConfig, MetaTrainer, problem_seeds, unroll
@@ -24,6 +23,7 @@ from optizoo.meta.checkpoint import CheckpointError, read_metrics
 from optizoo.meta.memory import GraphMeter
 from optizoo.rules import LSTMRule, Momentum
 from optizoo.tasks.base import Task
+from tests.meta.toys import ToyRegression
 
 SMALL = {"dim": 5, "batch": 4}
 

@@ -13,7 +13,7 @@ import optizoo
 from optizoo.compare import compare
 from optizoo.zoo.registry import MANIFEST, default_name, sha256_file, shipped
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_shipped_file_matches_the_manifest_and_loads():

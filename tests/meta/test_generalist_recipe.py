@@ -13,7 +13,7 @@ import torch
 from optizoo.meta import MetaConfig
 from optizoo.rules import LSTMRule
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 import train_lstm_generalist as recipe  # noqa: E402
 

@@ -1,0 +1,138 @@
+"""The hyper-parameters of a meta-training run (:class:`MetaConfig`) and their validation.
+
+A config is plain data: JSON-serialisable through ``to_dict``/``from_dict`` and stored in every
+checkpoint. Guide: ``docs/meta-training.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["MetaConfig"]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_finite(value: Any, name: str, *, optional: bool = False) -> Any:
+    """``float(value)`` if it is a positive finite number (``None`` passes when ``optional``)."""
+    if optional and value is None:
+        return None
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        allowed = "a positive finite number" + (" or None" if optional else "")
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return float(value)
+
+
+@dataclass
+class MetaConfig:
+    """Hyper-parameters of a meta-training run (JSON-serialisable; stored in checkpoints).
+
+    Attributes:
+        task: registry name of the task (``optizoo.tasks.get``), or the name of a task instance.
+        task_args: keyword arguments of the task.
+        unroll: steps per truncation (paper: 20).
+        horizon: steps per episode before new problems are sampled (paper: 100).
+        meta_lr: learning rate of the Adam meta-optimizer.
+        scalar_meta_lr: learning rate for the rule's *scalar* (0-dim) meta-parameters, such as a
+            learned log learning rate or log weight decay, which need larger steps than the
+            network's weights to move within a run (default: ``meta_lr`` for all).
+        clip: maximum global norm of the meta-gradient (``None``: no clipping).
+        problems_per_step: problems unrolled together per meta-step, over all processes (the
+            quadratic task already batches 128 quadratics into one problem).
+        eval_problems: held-out problems of the validation seed stream.
+        eval_every: evaluate every this many meta-steps (0: only at the start and the end of
+            :meth:`MetaTrainer.fit`).
+        eval_horizon: steps of each evaluation rollout (default: ``horizon``).
+        seed: root of every seed stream.
+        loss_weights: ``w_t`` of the meta-loss, one per step of a truncation (length ``unroll``)
+            or per step of the episode (length ``horizon``); default all ones. ``[0, ..., 0, 1]``
+            with ``unroll == horizon`` makes the meta-loss the loss after the unroll.
+        second_order: differentiate through the optimizee gradients (default: treat them as
+            constants, as Andrychowicz et al. 2016).
+        checkpoint_every: write ``checkpoint.pt`` every this many meta-steps (and at the end of
+            every :meth:`~MetaTrainer.fit`); 0: only at the end.
+        device: where problems and the rule live (``"cpu"``, ``"cuda"``...).
+    """
+
+    task: str = "quadratic"
+    task_args: dict[str, Any] = field(default_factory=dict)
+    unroll: int = 20
+    horizon: int = 100
+    meta_lr: float = 3e-3
+    scalar_meta_lr: float | None = None
+    clip: float | None = 1.0
+    problems_per_step: int = 1
+    eval_problems: int = 8
+    eval_every: int = 100
+    eval_horizon: int | None = None
+    seed: int = 0
+    loss_weights: list[float] | None = None
+    second_order: bool = False
+    checkpoint_every: int = 100
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("unroll", "horizon", "problems_per_step", "eval_problems"):
+            value = getattr(self, name)
+            if not (_is_int(value) and value >= 1):
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name in ("eval_every", "checkpoint_every", "seed"):
+            value = getattr(self, name)
+            if not (_is_int(value) and value >= 0):
+                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        if self.unroll > self.horizon:
+            raise ValueError(
+                f"unroll ({self.unroll}) cannot exceed horizon ({self.horizon}): a truncation is "
+                "part of an episode"
+            )
+        if self.eval_horizon is not None and not (
+            _is_int(self.eval_horizon) and self.eval_horizon >= 1
+        ):
+            raise ValueError(
+                f"eval_horizon must be a positive int or None, got {self.eval_horizon!r}"
+            )
+        self.meta_lr = _positive_finite(self.meta_lr, "meta_lr")
+        self.scalar_meta_lr = _positive_finite(self.scalar_meta_lr, "scalar_meta_lr", optional=True)
+        self.clip = _positive_finite(self.clip, "clip", optional=True)
+        if self.loss_weights is not None:
+            w = list(self.loss_weights)
+            if len(w) not in (self.unroll, self.horizon):
+                raise ValueError(
+                    f"loss_weights has {len(w)} entries; give one per step of a truncation "
+                    f"(unroll={self.unroll}) or of an episode (horizon={self.horizon})"
+                )
+            if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in w):
+                raise ValueError("loss_weights must be finite numbers")
+            self.loss_weights = [float(v) for v in w]
+        if not isinstance(self.task, str) or not self.task:
+            raise TypeError(f"task must be a task name, got {self.task!r}")
+        if not isinstance(self.task_args, Mapping):
+            raise TypeError(f"task_args must be a dict, got {type(self.task_args).__name__}")
+        self.task_args = dict(self.task_args)
+        self.second_order = bool(self.second_order)
+        self.device = str(self.device)
+
+    @property
+    def truncations(self) -> int:
+        """Meta-steps per episode: ``ceil(horizon / unroll)``."""
+        return -(-self.horizon // self.unroll)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MetaConfig:
+        """Build from a mapping; unknown keys are an error naming the accepted ones."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(
+                f"unknown meta-training option(s) {unknown}; accepted: {sorted(names)}"
+            )
+        return cls(**dict(data))
