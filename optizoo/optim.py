@@ -16,7 +16,6 @@ to be finite (e.g. under ``torch.amp.GradScaler``, which already skips such step
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from copy import deepcopy
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from optizoo._validate import learning_rate
 from optizoo.errors import StateMismatchError
 from optizoo.rules.base import UpdateRule, weights_sha256
 
@@ -422,9 +422,4 @@ class LSTMOptimizer(LearnedOptimizer):
 
 
 def _check_lr(lr: Any) -> None:
-    if isinstance(lr, Tensor):
-        if lr.numel() != 1:
-            raise ValueError(f"lr must be a scalar, got a tensor of shape {tuple(lr.shape)}")
-        lr = float(lr)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
-        raise ValueError(f"Invalid learning rate: {lr!r} (lr must be a finite number >= 0)")
+    learning_rate(lr)

@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from optizoo._validate import learning_rate
+
 __all__ = ["PopArtHead", "normalized_sgd_gradients", "normalized_sgd_step"]
 
 TaskArg = int | Tensor | None
@@ -440,7 +442,7 @@ def normalized_sgd_step(
 ) -> Tensor:
     """One step of Algorithm 2 with plain SGD: ``p <- p - lr * grad`` in place, for all params.
 
-    Arguments as in :func:`normalized_sgd_gradients` (``lr > 0``). With the same ``lr``,
+    Arguments as in :func:`normalized_sgd_gradients` (``lr >= 0``). With the same ``lr``,
     ``reduction``, data and statistics, this makes exactly the lower-layer updates and
     unnormalized predictions of Algorithm 1 (:class:`PopArtHead` + ``torch.optim.SGD`` without
     momentum) when ``weight = Sigma W_popart`` and ``bias = Sigma b_popart + mu`` initially
@@ -450,8 +452,7 @@ def normalized_sgd_step(
     Returns:
         The unnormalized squared-error loss before the step (detached scalar).
     """
-    if not isinstance(lr, (int, float)) or not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive finite float, got {lr!r}")
+    lr = learning_rate(lr)
     lower = list(lower_params)
     lower_grads, gw, gb = normalized_sgd_gradients(
         lower, weight, bias, hidden, targets, sigma, reduction=reduction

@@ -14,6 +14,7 @@ The protocol is described in ``docs/zoo.md``.
 
 from __future__ import annotations
 
+from optizoo.compare import evaluate, plots, stats
 from optizoo.compare.protocol import compare
 from optizoo.compare.records import Comparison, OptimizerResult, Trajectories, TuneResult
 from optizoo.compare.runner import num_threads, problem_seeds, resolve_task, run_trajectories
@@ -30,11 +31,14 @@ __all__ = [
     "Trajectories",
     "TuneResult",
     "compare",
+    "evaluate",
     "log_grid",
     "num_threads",
     "parse_spec",
+    "plots",
     "problem_seeds",
     "resolve_task",
     "run_trajectories",
+    "stats",
     "tune_lr",
 ]

@@ -12,21 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from optizoo._validate import is_int, nonnegative_int, positive_finite, positive_int
+
 __all__ = ["MetaConfig"]
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _positive_finite(value: Any, name: str, *, optional: bool = False) -> Any:
-    """``float(value)`` if it is a positive finite number (``None`` passes when ``optional``)."""
-    if optional and value is None:
-        return None
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        allowed = "a positive finite number" + (" or None" if optional else "")
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return float(value)
 
 
 @dataclass
@@ -79,27 +67,23 @@ class MetaConfig:
 
     def __post_init__(self) -> None:
         for name in ("unroll", "horizon", "problems_per_step", "eval_problems"):
-            value = getattr(self, name)
-            if not (_is_int(value) and value >= 1):
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            positive_int(getattr(self, name), name)
         for name in ("eval_every", "checkpoint_every", "seed"):
-            value = getattr(self, name)
-            if not (_is_int(value) and value >= 0):
-                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+            nonnegative_int(getattr(self, name), name)
         if self.unroll > self.horizon:
             raise ValueError(
                 f"unroll ({self.unroll}) cannot exceed horizon ({self.horizon}): a truncation is "
                 "part of an episode"
             )
         if self.eval_horizon is not None and not (
-            _is_int(self.eval_horizon) and self.eval_horizon >= 1
+            is_int(self.eval_horizon) and self.eval_horizon >= 1
         ):
             raise ValueError(
                 f"eval_horizon must be a positive int or None, got {self.eval_horizon!r}"
             )
-        self.meta_lr = _positive_finite(self.meta_lr, "meta_lr")
-        self.scalar_meta_lr = _positive_finite(self.scalar_meta_lr, "scalar_meta_lr", optional=True)
-        self.clip = _positive_finite(self.clip, "clip", optional=True)
+        self.meta_lr = positive_finite(self.meta_lr, "meta_lr")
+        self.scalar_meta_lr = positive_finite(self.scalar_meta_lr, "scalar_meta_lr", optional=True)
+        self.clip = positive_finite(self.clip, "clip", optional=True)
         if self.loss_weights is not None:
             w = list(self.loss_weights)
             if len(w) not in (self.unroll, self.horizon):

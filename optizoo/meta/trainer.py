@@ -44,9 +44,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from optizoo._validate import nonnegative_int
 from optizoo.meta import checkpoint as ckpt
 from optizoo.meta import distributed as ddp
-from optizoo.meta.config import MetaConfig, _is_int
+from optizoo.meta.config import MetaConfig
 from optizoo.meta.plots import learning_curve
 from optizoo.meta.unroll import Layout, rollout, unroll_flat
 from optizoo.rules.base import State, UpdateRule
@@ -560,8 +561,7 @@ class MetaTrainer:
         Returns:
             ``{"meta_step", "best_meta_step", "best_objective", "last_eval", "seconds"}``.
         """
-        if not (_is_int(meta_steps) and meta_steps >= 0):
-            raise ValueError(f"meta_steps must be a non-negative int, got {meta_steps!r}")
+        nonnegative_int(meta_steps, "meta_steps")
         self._ensure_training_weights()
         cfg = self.config
         main = self.rank == 0

@@ -16,10 +16,13 @@ meta-trainer and run under ``torch.no_grad()`` by :class:`optizoo.optim.LearnedO
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+
+from optizoo._validate import learning_rate
 
 State = dict[str, Tensor]
 
@@ -75,6 +78,21 @@ class UpdateRule(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+
+
+#: ``log_lr`` stored for ``lr = 0``: finite (weight files refuse non-finite tensors) and
+#: ``exp(-1e4)`` is exactly 0 in float32 and float64
+LOG_LR_OF_ZERO = -1e4
+
+
+def log_learning_rate(lr: float, name: str = "lr") -> float:
+    """``log(lr)`` for a learned log learning rate, after checking ``lr >= 0`` (finite).
+
+    ``lr = 0`` maps to :data:`LOG_LR_OF_ZERO`, so such a rule takes no steps and its meta-gradient
+    with respect to ``log_lr`` is 0.
+    """
+    lr = learning_rate(lr, name)
+    return math.log(lr) if lr > 0 else LOG_LR_OF_ZERO
 
 
 def as_meta_tensor(value: float | Tensor, name: str) -> Tensor:

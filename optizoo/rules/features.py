@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from optizoo._validate import nonnegative_finite, positive_finite, unit_interval
+
 __all__ = ["FEATURE_STATE_KEYS", "Features"]
 
 #: floor of ``v`` under the square root (keeps ∂√v/∂v finite for coordinates with zero gradient)
@@ -33,12 +35,6 @@ _V_FLOOR = 1e-30
 
 #: state keys owned by :class:`Features` (rules that embed it must not reuse them)
 FEATURE_STATE_KEYS = ("m", "v")
-
-
-def _unit(value: float, name: str) -> float:
-    if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
-    return float(value)
 
 
 class Features(nn.Module):
@@ -71,11 +67,9 @@ class Features(nn.Module):
         super().__init__()
         if isinstance(betas, (str, bytes)) or not isinstance(betas, Sequence) or not betas:
             raise ValueError(f"betas must be a non-empty list of decays in [0, 1), got {betas!r}")
-        self.betas = tuple(_unit(b, "every beta") for b in betas)
-        self.beta2 = _unit(beta2, "beta2")
-        if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-            raise ValueError(f"eps must be a non-negative finite number, got {eps!r}")
-        self.eps = float(eps)
+        self.betas = tuple(unit_interval(b, "every beta", allow_zero=True) for b in betas)
+        self.beta2 = unit_interval(beta2, "beta2", allow_zero=True)
+        self.eps = nonnegative_finite(eps, "eps")
         self.gradient = bool(gradient)
         self.log_sign = bool(log_sign)
         self.param = bool(param)
@@ -86,9 +80,7 @@ class Features(nn.Module):
         if not all(isinstance(t, (int, float)) and math.isfinite(t) and t > 0 for t in progress):
             raise ValueError(f"progress time constants must be positive, got {list(progress)!r}")
         self.progress = tuple(float(t) for t in progress)
-        if not (isinstance(clip, (int, float)) and math.isfinite(clip) and clip > 0):
-            raise ValueError(f"clip must be a positive finite number, got {clip!r}")
-        self.clip = float(clip)
+        self.clip = positive_finite(clip, "clip")
 
     @property
     def out_features(self) -> int:

@@ -18,29 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from optizoo.rules.base import State, UpdateRule, as_meta_tensor
+from optizoo._validate import nonnegative_finite, unit_interval
+from optizoo.rules.base import State, UpdateRule, as_meta_tensor, log_learning_rate
 
 __all__ = ["SGD", "Adam", "Momentum", "RMSprop"]
-
-
-def _check_lr(lr: float) -> float:
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-    return float(lr)
-
-
-def _check_unit(value: float, name: str, *, allow_zero: bool = False) -> float:
-    lo_ok = value >= 0 if allow_zero else value > 0
-    if not (isinstance(value, (int, float)) and lo_ok and value < 1):
-        interval = "[0, 1)" if allow_zero else "(0, 1)"
-        raise ValueError(f"{name} must be in {interval}, got {value!r}")
-    return float(value)
-
-
-def _check_nonneg(value: float, name: str) -> float:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
-    return float(value)
 
 
 def _f(t: Tensor) -> float:
@@ -56,9 +37,9 @@ class _HandDesigned(UpdateRule):
 
     def __init__(self, lr: float, weight_decay: float) -> None:
         super().__init__()
-        self.log_lr = nn.Parameter(as_meta_tensor(math.log(_check_lr(lr)), "log_lr"))
+        self.log_lr = nn.Parameter(as_meta_tensor(log_learning_rate(lr), "log_lr"))
         #: fixed (not meta-learned) and a Python float, so branching on it never syncs a device
-        self.weight_decay = _check_nonneg(weight_decay, "weight_decay")
+        self.weight_decay = nonnegative_finite(weight_decay, "weight_decay")
 
     @property
     def lr(self) -> Tensor:
@@ -115,8 +96,8 @@ class Momentum(_HandDesigned):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(lr, weight_decay)
-        self.momentum_logit = nn.Parameter(_logit(_check_unit(momentum, "momentum")))
-        dampening = _check_nonneg(dampening, "dampening")
+        self.momentum_logit = nn.Parameter(_logit(unit_interval(momentum, "momentum")))
+        dampening = nonnegative_finite(dampening, "dampening")
         if nesterov and dampening != 0:
             raise ValueError("Nesterov momentum requires dampening=0")
         self.register_buffer("dampening", as_meta_tensor(dampening, "dampening"))
@@ -168,9 +149,9 @@ class RMSprop(_HandDesigned):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(lr, weight_decay)
-        self.alpha_logit = nn.Parameter(_logit(_check_unit(alpha, "alpha")))
-        self.register_buffer("eps", as_meta_tensor(_check_nonneg(eps, "eps"), "eps"))
-        momentum = _check_unit(momentum, "momentum", allow_zero=True)
+        self.alpha_logit = nn.Parameter(_logit(unit_interval(alpha, "alpha")))
+        self.register_buffer("eps", as_meta_tensor(nonnegative_finite(eps, "eps"), "eps"))
+        momentum = unit_interval(momentum, "momentum", allow_zero=True)
         self.use_momentum = momentum > 0
         if self.use_momentum:
             self.momentum_logit = nn.Parameter(_logit(momentum))
@@ -239,9 +220,9 @@ class Adam(_HandDesigned):
         super().__init__(lr, weight_decay)
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        self.beta1_logit = nn.Parameter(_logit(_check_unit(betas[0], "beta1")))
-        self.beta2_logit = nn.Parameter(_logit(_check_unit(betas[1], "beta2")))
-        self.register_buffer("eps", as_meta_tensor(_check_nonneg(eps, "eps"), "eps"))
+        self.beta1_logit = nn.Parameter(_logit(unit_interval(betas[0], "beta1")))
+        self.beta2_logit = nn.Parameter(_logit(unit_interval(betas[1], "beta2")))
+        self.register_buffer("eps", as_meta_tensor(nonnegative_finite(eps, "eps"), "eps"))
         self.amsgrad = bool(amsgrad)
 
     @property

@@ -43,8 +43,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from optizoo.preprocess import Preprocessor
-from optizoo.rules.base import State, UpdateRule
+from optizoo._validate import nonnegative_finite, positive_finite, positive_int
+from optizoo.preprocess.base import Preprocessor
+from optizoo.rules.base import State, UpdateRule, log_learning_rate
 
 __all__ = ["LSTMRule"]
 
@@ -103,12 +104,9 @@ class LSTMRule(UpdateRule):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__()
-        if not (isinstance(hidden_size, int) and hidden_size > 0):
-            raise ValueError(f"hidden_size must be a positive int, got {hidden_size!r}")
-        if not (isinstance(num_layers, int) and num_layers > 0):
-            raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
-        if not (math.isfinite(output_scale) and output_scale > 0):
-            raise ValueError(f"output_scale must be positive and finite, got {output_scale!r}")
+        positive_int(hidden_size, "hidden_size")
+        positive_int(num_layers, "num_layers")
+        positive_finite(output_scale, "output_scale")
         if state_dtype not in _STATE_DTYPES:
             raise ValueError(
                 f"state_dtype must be one of {sorted(_STATE_DTYPES)}, got {state_dtype!r}"
@@ -126,16 +124,13 @@ class LSTMRule(UpdateRule):
             )
         if parameterization == "nominal" and features is None:
             features = {}
+        log_nominal_lr = log_learning_rate(nominal_lr, "nominal_lr")
         for name, value in (
-            ("nominal_lr", nominal_lr),
             ("max_log_scale", max_log_scale),
             ("additive_scale", additive_scale),
             ("weight_decay", weight_decay),
         ):
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
-        if parameterization == "nominal" and nominal_lr <= 0:
-            raise ValueError(f"nominal_lr must be positive, got {nominal_lr!r}")
+            nonnegative_finite(value, name)
         if weight_decay > 0 and parameterization != "nominal":
             raise ValueError(
                 "weight_decay (a learned decoupled weight decay) needs "
@@ -196,7 +191,7 @@ class LSTMRule(UpdateRule):
             outputs = 3 if self.weight_decay > 0 else 2
             self.head_weight = nn.Parameter(torch.zeros(outputs, h))
             self.head_bias = nn.Parameter(torch.zeros(outputs))
-            self.log_lr = nn.Parameter(torch.tensor(math.log(nominal_lr)))
+            self.log_lr = nn.Parameter(torch.tensor(log_nominal_lr))
             if self.weight_decay > 0:
                 self.log_wd = nn.Parameter(torch.tensor(math.log(self.weight_decay)))
         else:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from optizoo.tasks.datasets import check_positive_int
+from optizoo._validate import positive_int
 from optizoo.tasks.mlp import (
     ACTIVATIONS,
     ClassifierTask,
@@ -106,7 +106,7 @@ class ConvTask(ClassifierTask):
                 f"channels must be a non-empty sequence of positive ints such as (8, 16), "
                 f"got {channels!r}"
             )
-        self.channels = tuple(check_positive_int(c, "every entry of channels") for c in channels)
+        self.channels = tuple(positive_int(c, "every entry of channels") for c in channels)
         self.activation = check_activation(activation)
         super().__init__(batch_size, dataset, data_dir, dtype)
         self._act = ACTIVATIONS[self.activation][0]

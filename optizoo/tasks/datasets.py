@@ -42,7 +42,6 @@ __all__ = [
     "ImageDataset",
     "check_dtype",
     "check_generator",
-    "check_positive_int",
     "check_step",
     "digits_split",
     "draw_seed",
@@ -374,10 +373,3 @@ def check_step(step: int) -> int:
 def draw_seed(generator: torch.Generator) -> int:
     """A 63-bit problem seed drawn from ``generator`` (advances it by one draw)."""
     return int(torch.randint(0, 2**63 - 1, (1,), generator=generator).item())
-
-
-def check_positive_int(value: object, name: str) -> int:
-    """``value`` if it is an int >= 1 (bool rejected)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from optizoo._validate import positive_int
 from optizoo.tasks.base import Problem, Task
 from optizoo.tasks.datasets import (
     DATASETS,
@@ -34,7 +35,6 @@ from optizoo.tasks.datasets import (
     ImageDataset,
     check_dtype,
     check_generator,
-    check_positive_int,
     check_step,
     draw_seed,
     dtype_name,
@@ -188,7 +188,7 @@ class ClassifierTask(Task):
         self.data_dir = None if data_dir is None else os.fspath(data_dir)
         n = int(self.data.y_train.shape[0])
         if batch_size is not None:
-            check_positive_int(batch_size, "batch_size")
+            positive_int(batch_size, "batch_size")
             if batch_size > n:
                 raise ValueError(
                     f"batch_size {batch_size} exceeds the {n} training examples of "
@@ -310,7 +310,7 @@ def _check_hidden(hidden: int | Sequence[int]) -> tuple[int, ...]:
         raise ValueError(
             f"hidden must be a sequence of positive ints such as (20,), got {hidden!r}"
         )
-    return tuple(check_positive_int(h, "every hidden width") for h in hidden)
+    return tuple(positive_int(h, "every hidden width") for h in hidden)
 
 
 def check_activation(activation: str) -> str:

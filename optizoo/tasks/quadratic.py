@@ -17,11 +17,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from optizoo._validate import positive_int
 from optizoo.tasks.base import Problem, Task
 from optizoo.tasks.datasets import (
     check_dtype,
     check_generator,
-    check_positive_int,
     dtype_name,
     resolve_device,
 )
@@ -99,8 +99,8 @@ class QuadraticTask(Task):
     def __init__(
         self, dim: int = 10, batch: int = 128, dtype: torch.dtype | str = torch.float32
     ) -> None:
-        self.dim = check_positive_int(dim, "dim")
-        self.batch = check_positive_int(batch, "batch")
+        self.dim = positive_int(dim, "dim")
+        self.batch = positive_int(batch, "batch")
         self.dtype = check_dtype(dtype)
 
     def config(self) -> dict[str, Any]:

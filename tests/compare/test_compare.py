@@ -250,6 +250,7 @@ def test_package_exposes_compare_and_evaluate_modules() -> None:
 
     assert optizoo.compare.compare is compare
     assert callable(optizoo.compare.evaluate.evaluate)
+    assert optizoo.evaluate is optizoo.compare.evaluate  # the former top-level module
 
 
 def test_from_factory_rejects_non_callables() -> None:

@@ -320,7 +320,7 @@ def test_nominal_gradients_reach_head_and_lr():
         ({"parameterization": "nominal", "nominal_beta": 0.8}, "nominal_beta"),
         ({"features": {"betas": [1.5]}}, "beta"),
         ({"features": {"progress": [-1]}}, "progress"),
-        ({"parameterization": "nominal", "nominal_lr": 0.0}, "nominal_lr"),
+        ({"parameterization": "nominal", "nominal_lr": -1e-3}, "nominal_lr"),
         ({"weight_decay": 0.01}, "parameterization"),
         ({"parameterization": "nominal", "weight_decay": -1.0}, "weight_decay"),
     ],

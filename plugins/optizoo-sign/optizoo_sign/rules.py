@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from optizoo.rules import State, UpdateRule
-from optizoo.rules.base import as_meta_tensor
+from optizoo.rules.base import as_meta_tensor, log_learning_rate
 
 __all__ = ["Signum"]
 
@@ -36,11 +36,9 @@ class Signum(UpdateRule):
 
     def __init__(self, lr: float = 1e-3, beta: float = 0.9) -> None:
         super().__init__()
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a positive finite number, got {lr!r}")
         if not (isinstance(beta, (int, float)) and 0 <= beta < 1):
             raise ValueError(f"beta must be in [0, 1), got {beta!r}")
-        self.log_lr = nn.Parameter(as_meta_tensor(math.log(lr), "log_lr"))
+        self.log_lr = nn.Parameter(as_meta_tensor(log_learning_rate(lr), "log_lr"))
         # beta = 0 has no finite logit; store -inf's stand-in so sigmoid() gives exactly 0.0
         logit = -1e4 if beta == 0 else math.log(beta) - math.log1p(-beta)
         self.beta_logit = nn.Parameter(as_meta_tensor(logit, "beta_logit"))
