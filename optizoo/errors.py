@@ -24,3 +24,7 @@ class UnknownNameError(OptizooError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else ""
+
+
+class CheckpointError(OptizooError, ValueError):
+    """A meta-training checkpoint or run folder is missing, corrupt, locked, or does not fit."""

@@ -108,6 +108,26 @@ def _resolve_task(
     )
 
 
+def _run_files(folder: Path) -> list[str]:
+    """The run files (checkpoint, metrics, plot, weight files) present in ``folder``."""
+    if folder.exists() and not folder.is_dir():
+        raise ckpt.CheckpointError(
+            f"out_dir {str(folder)!r} is a file, not a folder; choose a folder for the run"
+        )
+    return [name for name in ckpt.RUN_FILES if (folder / name).exists()]
+
+
+def _differences(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> list[str]:
+    """``"key: checkpoint X, given Y"`` for every key whose values differ (JSON-normalized)."""
+    a = json.loads(json.dumps(ours, sort_keys=True, default=str))
+    b = json.loads(json.dumps(theirs, sort_keys=True, default=str))
+    return [
+        f"{k}: checkpoint {a.get(k)!r}, given {b.get(k)!r}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k)
+    ]
+
+
 def _clone_state_dict(module: torch.nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
@@ -124,6 +144,10 @@ class MetaTrainer:
             everything in memory).
         verbose: show a progress bar (only when stderr is a terminal).
         config: a :class:`MetaConfig` instead of the keyword arguments below.
+        overwrite: allow ``out_dir`` to hold another run already: its files (checkpoint, metrics,
+            plot, weight files) are deleted when :meth:`fit` starts. Without it such a folder is
+            refused (:class:`~optizoo.errors.CheckpointError`); continue a run with
+            :meth:`resume` instead.
         **options: the fields of :class:`MetaConfig` (``unroll``, ``horizon``, ``meta_lr``,
             ``clip``, ``problems_per_step``, ``eval_problems``, ``eval_every``,
             ``eval_horizon``, ``seed``, ``loss_weights``, ``second_order``,
@@ -143,6 +167,8 @@ class MetaTrainer:
         out_dir: str | os.PathLike[str] | None = None,
         verbose: bool = True,
         config: MetaConfig | None = None,
+        overwrite: bool = False,
+        _resuming: bool = False,
         **options: Any,
     ) -> None:
         if not isinstance(rule, UpdateRule):
@@ -174,6 +200,16 @@ class MetaTrainer:
             raise ValueError(f"{type(rule).__name__} has no trainable meta-parameters")
         self.meta_opt = torch.optim.Adam(_meta_param_groups(self.rule, config), lr=config.meta_lr)
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        self._clear_out_dir = False
+        if self.out_dir is not None and not _resuming:
+            held = _run_files(self.out_dir)
+            if held and not overwrite:
+                raise ckpt.CheckpointError(
+                    f"{str(self.out_dir)!r} already holds a meta-training run ({', '.join(held)}); "
+                    "continue it with MetaTrainer.resume(out_dir) (`optizoo train --resume`), "
+                    "replace it with overwrite=True (`--overwrite`), or choose another folder"
+                )
+            self._clear_out_dir = bool(held)
         self.verbose = bool(verbose)
         self.meta_step = 0
         self.best_metric = math.inf
@@ -201,41 +237,80 @@ class MetaTrainer:
         task: str | Task | None = None,
         verbose: bool = True,
         device: str | None = None,
+        expect: Mapping[str, Any] | None = None,
     ) -> MetaTrainer:
         """Continue the run saved in ``out_dir`` exactly where its last checkpoint stopped.
 
         The rule is rebuilt from the checkpoint (registry name + config) unless ``rule`` is given;
-        the task is rebuilt from its registry name unless ``task`` is given (needed for task
-        instances that are not in the registry). Metrics logged after the checkpoint (by a run
-        that crashed later) are dropped, so the log continues without duplicates.
+        a given rule must have the checkpoint's name and config. The task is rebuilt from its
+        registry name unless ``task`` is given (needed for task instances that are not in the
+        registry). ``expect`` holds the options of the command that resumes (fields of
+        :class:`MetaConfig`, plus ``"rule"`` and ``"rule_config"``): resuming means the same
+        experiment, so any that differ from the checkpoint's (except ``device``) are refused,
+        naming them. Metrics logged after the checkpoint (by a run that crashed later) are
+        dropped, so the log continues without duplicates.
+
+        Raises:
+            CheckpointError: no, a corrupt or a foreign checkpoint; a rule, config or option that
+                differs from the checkpoint's; another process writing into ``out_dir``.
         """
+        from optizoo import rules
+
         data = ckpt.load_checkpoint(Path(out_dir) / ckpt.CHECKPOINT_NAME)
         config_dict = json.loads(data["config"])
+        rule_name, rule_config = data["rule_name"], json.loads(data["rule_config"])
+        given = dict(expect or {})
+        given_rule = given.pop("rule", None)
+        given_rule_config = given.pop("rule_config", None)
+        given.pop("device", None)
+        diffs: list[str] = []
+        if given:
+            try:
+                merged = MetaConfig.from_dict({**config_dict, **given}).to_dict()
+            except (TypeError, ValueError) as exc:
+                raise ckpt.CheckpointError(f"cannot resume {str(out_dir)!r}: {exc}") from exc
+            stored = {k: v for k, v in MetaConfig.from_dict(config_dict).to_dict().items()}
+            diffs += _differences({k: stored[k] for k in given}, {k: merged[k] for k in given})
+        if given_rule is not None and given_rule != rule_name:
+            diffs.append(f"rule: checkpoint {rule_name!r}, given {given_rule!r}")
+        elif given_rule_config is not None:
+            try:
+                built = rules.build(rule_name, given_rule_config).config()
+            except (TypeError, ValueError, KeyError) as exc:
+                raise ckpt.CheckpointError(f"cannot resume {str(out_dir)!r}: {exc}") from exc
+            diffs += [f"rule_config.{d}" for d in _differences(rule_config, built)]
+        if rule is not None:
+            if rule.rule_name != rule_name:
+                diffs.append(f"rule: checkpoint {rule_name!r}, given {rule.rule_name!r}")
+            else:
+                diffs += [f"rule_config.{d}" for d in _differences(rule_config, rule.config())]
+        if diffs:
+            raise ckpt.CheckpointError(
+                f"cannot resume {str(out_dir)!r} with other settings than the run was started "
+                "with (resuming continues the same experiment): " + "; ".join(diffs) + ". Drop "
+                "those options, or start a new run in another folder (or with --overwrite)"
+            )
         if device is not None:
             config_dict["device"] = device
         config = MetaConfig.from_dict(config_dict)
-        rule_name, rule_config = data["rule_name"], json.loads(data["rule_config"])
         if rule is None:
-            from optizoo import rules
-
             rule = rules.build(rule_name, rule_config)
-        elif rule.rule_name != rule_name:
-            raise ckpt.CheckpointError(
-                f"checkpoint in {str(out_dir)!r} trains a {rule_name!r} rule, got a {rule.rule_name!r} rule"
-            )
         if task is None:
             try:
                 task, task_args = config.task, config.task_args
                 trainer = cls(
-                    rule, task, task_args=task_args, out_dir=out_dir, verbose=verbose, config=config
-                )
+                    rule, task, task_args=task_args, out_dir=out_dir, verbose=verbose,
+                    config=config, _resuming=True,
+                )  # fmt: skip
             except (KeyError, TypeError, ValueError) as exc:
                 raise ckpt.CheckpointError(
                     f"cannot rebuild task {config.task!r} from the checkpoint ({exc}); pass task= "
                     "to MetaTrainer.resume"
                 ) from exc
         else:
-            trainer = cls(rule, task, out_dir=out_dir, verbose=verbose, config=config)
+            trainer = cls(
+                rule, task, out_dir=out_dir, verbose=verbose, config=config, _resuming=True
+            )
         trainer._load(data)
         return trainer
 
@@ -491,10 +566,35 @@ class MetaTrainer:
                 else {k: v.cpu() for k, v in self._best_state.items()},
             },
             "rng": {"torch": torch.get_rng_state()},
+            # rows of metrics.jsonl this checkpoint covers: a resume drops the rest
+            "metrics_rows": len(self.history),
         }
         return ckpt.save_checkpoint(self.out_dir / ckpt.CHECKPOINT_NAME, payload)
 
     def _load(self, data: dict[str, Any]) -> None:
+        where = str(self.out_dir) if self.out_dir is not None else "the checkpoint"
+        try:
+            self._load_payload(data)
+        except ckpt.CheckpointError:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise ckpt.CheckpointError(
+                f"the checkpoint in {where!r} does not fit this trainer ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else 'malformed entry'}); was it written "
+                "for another rule or task? Start a new run in another folder"
+            ) from None
+        if self.out_dir is not None and self.rank == 0:
+            covered = data.get("metrics_rows")
+            with ckpt.run_lock(self.out_dir):
+                rows = ckpt.read_metrics(self.out_dir)
+                if isinstance(covered, int) and not isinstance(covered, bool):
+                    rows = rows[:covered]
+                else:  # older checkpoints: by meta-step
+                    rows = [r for r in rows if r.get("meta_step", 0) <= self.meta_step]
+                ckpt.write_metrics(self.out_dir / ckpt.METRICS_NAME, rows)
+            self.history = rows
+
+    def _load_payload(self, data: dict[str, Any]) -> None:
         if data["inner"] is not None and data["world_size"] != self.world_size:
             raise ckpt.CheckpointError(
                 f"the checkpoint was written mid-episode by {data['world_size']} process(es); resume "
@@ -511,25 +611,22 @@ class MetaTrainer:
             if best["rule"] is None
             else {k: v.to(self.device) for k, v in best["rule"].items()}
         )
+        if self._best_state is not None:  # the best weights must fit the rule too
+            copy.deepcopy(self.rule).load_state_dict(self._best_state)
         torch.set_rng_state(data["rng"]["torch"])
         inner = data["inner"]
         if inner is not None:
             problems = self._episode_problems(int(inner["episode"]))
             self._fresh_inner(problems)  # layout and scales
             state = inner["state"][self.rank]
-            self._inner = (
-                inner["flat"][self.rank].to(self.device),
-                {k: v.to(self.device) for k, v in state.items()},
-                int(inner["t"]),
-            )
-        if self.out_dir is not None and self.rank == 0:
-            rows = [
-                r
-                for r in ckpt.read_metrics(self.out_dir)
-                if r.get("meta_step", 0) <= self.meta_step
-            ]
-            ckpt.write_metrics(self.out_dir / ckpt.METRICS_NAME, rows)
-            self.history = rows
+            flat = inner["flat"][self.rank].to(self.device)
+            assert self._layout is not None
+            if flat.shape != (sum(self._layout.sizes),):
+                raise ValueError(
+                    f"episode parameters of shape {tuple(flat.shape)} do not fit the task's "
+                    f"{sum(self._layout.sizes)} coordinates"
+                )
+            self._inner = (flat, {k: v.to(self.device) for k, v in state.items()}, int(inner["t"]))
 
     def _log(self, row: dict[str, Any]) -> None:
         self.history.append(row)
@@ -563,11 +660,21 @@ class MetaTrainer:
         """
         nonnegative_int(meta_steps, "meta_steps")
         self._ensure_training_weights()
+        main = self.rank == 0
+        if self.out_dir is None or not main:
+            return self._fit(meta_steps, restore_best)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with ckpt.run_lock(self.out_dir):
+            if self._clear_out_dir:  # overwrite=True: the old run's files go first
+                for name in ckpt.RUN_FILES:
+                    (self.out_dir / name).unlink(missing_ok=True)
+                self._clear_out_dir = False
+            self._metrics_file = open(self.out_dir / ckpt.METRICS_NAME, "a", encoding="utf-8")  # noqa: SIM115
+            return self._fit(meta_steps, restore_best)
+
+    def _fit(self, meta_steps: int, restore_best: bool) -> dict[str, Any]:
         cfg = self.config
         main = self.rank == 0
-        if self.out_dir is not None and main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            self._metrics_file = open(self.out_dir / ckpt.METRICS_NAME, "a", encoding="utf-8")  # noqa: SIM115
         start = last_plot = time.perf_counter()
         last_eval: dict[str, Any] | None = None
         try:
@@ -602,6 +709,15 @@ class MetaTrainer:
                         refresh=False,
                     )
                     bar.update(1)
+            if main and last_eval is None:  # e.g. a finished run resumed: evaluated already?
+                last_eval = next(
+                    (
+                        r
+                        for r in reversed(self.history)
+                        if r.get("kind") == "eval" and r.get("meta_step") == self.meta_step
+                    ),
+                    None,
+                )
             if main and (last_eval is None or last_eval["meta_step"] != self.meta_step):
                 last_eval = self._eval_and_select()
                 self._log(last_eval)
