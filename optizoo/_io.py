@@ -118,7 +118,7 @@ def folder_lock(lock_path: str | os.PathLike[str]) -> Iterator[Path]:
     """Hold an exclusive, non-blocking lock on ``lock_path`` (created) for the block.
 
     POSIX ``flock``: the lock dies with its process, so a killed run never leaves a stale lock
-    behind. Raises :class:`FolderLocked` at once when another process (or another open file in
+    behind (the file itself is removed on release). Raises :class:`FolderLocked` at once when another process (or another open file in
     this one) holds it. Where ``fcntl`` is unavailable, an ``O_EXCL`` lock file is used instead
     (removed on exit).
     """
@@ -137,14 +137,24 @@ def folder_lock(lock_path: str | os.PathLike[str]) -> Iterator[Path]:
             os.close(fd)
             lock_path.unlink(missing_ok=True)
         return
-    fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
+    while True:
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            os.close(fd)
             raise FolderLocked(f"{str(lock_path)!r} is held by another process") from exc
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder removed that file as we opened it: take the new one
+    try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         yield lock_path
     finally:
+        lock_path.unlink(missing_ok=True)  # while still held: nobody else can own this file
         os.close(fd)  # releases the flock

@@ -177,6 +177,15 @@ def register(subparsers: Any) -> None:
     e.set_defaults(func=run_evaluate)
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Device and output paths are checked before the run, not after hours of it."""
+    from optizoo._cli_args import check_device, check_writable
+
+    check_device(args.device)
+    check_writable(args.plot, "--plot")
+    check_writable(args.json, "--json")
+
+
 def _fail(command: str, exc: BaseException, err: TextIO) -> int:
     err.write(f"optizoo {command}: error: {exc}\n")
     return 2
@@ -191,6 +200,7 @@ def run_compare(
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     try:
+        _check_outputs(args)
         result = compare(
             args.task,
             args.optimizers,
@@ -230,6 +240,7 @@ def run_evaluate(
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     try:
+        _check_outputs(args)
         report = evaluate(
             args.optimizer,
             args.horizon,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -90,15 +91,30 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--checkpoint-every", type=int, help="checkpoint every N meta-steps (default: 100)"
     )
-    p.add_argument("--seed", type=int, help="root seed of the problem streams (default: 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        help="root seed of the problem streams and of the rule's initial weights (default: 0)",
+    )
     p.add_argument("--device", help="cpu, cuda, cuda:1... (default: cpu)")
     p.add_argument("--out", help="output directory (checkpoint, metrics, plot, weight files)")
     p.add_argument("--config", type=Path, help="JSON file with any of the options above")
     p.add_argument(
-        "--resume", action="store_true", help="continue the run in --out if it has a checkpoint"
+        "--resume",
+        action="store_true",
+        help="continue the run in --out if it has a checkpoint (options given must match it)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run that --out holds (default: refuse to touch it)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     p.set_defaults(func=run)
+
+
+class _Refused(Exception):
+    """A bad option: printed as one ``optizoo train: error:`` line, exit status 2."""
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -107,11 +123,9 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         try:
             options = json.loads(Path(args.config).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
-            raise SystemExit(
-                f"optizoo train: cannot read --config {str(args.config)!r}: {exc}"
-            ) from exc
+            raise _Refused(f"cannot read --config {str(args.config)!r}: {exc}") from exc
         if not isinstance(options, dict):
-            raise SystemExit("optizoo train: --config must hold a JSON object")
+            raise _Refused("--config must hold a JSON object")
     for key in (*_CONFIG_FLAGS, *_EXTRA_KEYS):
         value = getattr(args, key, None)
         if value is not None:
@@ -122,39 +136,63 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the ``train`` sub-command; returns the exit code."""
+    """Run the ``train`` sub-command; returns the exit code (2: bad options, one line)."""
+    from optizoo.errors import OptizooError
+
+    try:
+        return _run(args)
+    except (_Refused, OptizooError, ValueError, TypeError, KeyError) as exc:
+        text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"optizoo train: error: {' '.join(text.split())}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
     import torch.distributed as dist
 
     from optizoo import rules
+    from optizoo._cli_args import check_device
     from optizoo.meta import distributed as ddp
     from optizoo.meta.checkpoint import CHECKPOINT_NAME
     from optizoo.meta.trainer import MetaConfig, MetaTrainer
 
     options = _options(args)
-    rule_name = options.pop("rule", "lstm")
-    rule_config = options.pop("rule_config", None) or {}
+    given_rule = {k: options.pop(k) for k in ("rule", "rule_config") if k in options}
     meta_steps = options.pop("meta_steps", None)
     out = options.pop("out", None)
     if meta_steps is None:
-        raise SystemExit(
-            "optizoo train: give --meta-steps N (the run's total number of meta-steps)"
-        )
+        raise _Refused("give --meta-steps N (the run's total number of meta-steps)")
+    if not (isinstance(meta_steps, int) and not isinstance(meta_steps, bool) and meta_steps >= 0):
+        raise _Refused(f"--meta-steps must be a non-negative integer, got {meta_steps!r}")
     if out is None:
-        raise SystemExit(
-            "optizoo train: give --out DIR for the checkpoint, metrics and weight files"
-        )
+        raise _Refused("give --out DIR for the checkpoint, metrics and weight files")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise _Refused(f"--out {out!r} is a file; give a folder for the run")
+    if args.resume and args.overwrite:
+        raise _Refused("--resume and --overwrite exclude each other")
+    check_device(options.get("device"))
+    resuming = args.resume and (Path(out) / CHECKPOINT_NAME).is_file()
+    if not resuming:
+        config = MetaConfig.from_dict(options)
+        from optizoo import tasks
+
+        tasks.get(config.task, **config.task_args)  # unknown task or arguments: refused now
     created = ddp.init_from_env(options.get("device"))
     try:
         verbose = not args.quiet
-        if args.resume and (Path(out) / CHECKPOINT_NAME).is_file():
-            trainer = MetaTrainer.resume(out, verbose=verbose, device=options.get("device"))
+        if resuming:
+            trainer = MetaTrainer.resume(
+                out, verbose=verbose, device=options.get("device"), expect={**options, **given_rule}
+            )
         else:
-            try:
-                config = MetaConfig.from_dict(options)
-                rule = rules.build(rule_name, rule_config)
-            except (TypeError, ValueError, KeyError) as exc:
-                raise SystemExit(f"optizoo train: {exc}") from exc
-            trainer = MetaTrainer(rule, config.task, out_dir=out, verbose=verbose, config=config)
+            # --seed seeds the rule's initial weights too: the same command, the same files
+            torch.manual_seed(config.seed)
+            rule = rules.build(given_rule.get("rule", "lstm"), given_rule.get("rule_config") or {})
+            trainer = MetaTrainer(
+                rule, config.task, out_dir=out, verbose=verbose, config=config,
+                overwrite=args.overwrite or args.resume,  # --resume of a run without checkpoint
+            )  # fmt: skip
         remaining = max(0, int(meta_steps) - trainer.meta_step)
         summary = trainer.fit(remaining)
         if ddp.is_main() and verbose:

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from optizoo._cli_args import SafeText, check_device, printable
 from optizoo.errors import OptizooError, WeightsError
 
 __all__ = ["register", "run_info", "run_list", "run_publish"]
@@ -78,6 +79,10 @@ def register(subparsers: Any) -> None:
     pub.add_argument(
         "--baselines", nargs="*", default=None, metavar="SPEC",
         help="baselines to compare with (default: adam rmsprop sgd, lr tuned); none: no comparison",
+    )  # fmt: skip
+    pub.add_argument(
+        "--overwrite", action="store_true",
+        help="replace a publication of the same name in --out (default: refuse)",
     )  # fmt: skip
     pub.add_argument(
         "--steps", type=_positive_int, default=None,
@@ -171,7 +176,7 @@ def run_list(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Print the listing; returns 1 when a registry cannot be built (plugin problems)."""
     from optizoo.errors import PluginError
 
-    out = out if out is not None else sys.stdout
+    out = SafeText(out if out is not None else sys.stdout)  # descriptions come from files
     kinds = list(getattr(args, "kinds", None) or _LIST_KINDS)
     unknown = [k for k in kinds if k not in _LIST_KINDS]
     if unknown:
@@ -377,19 +382,22 @@ def _write_info(info: dict[str, Any], out: TextIO) -> None:
 
 
 def run_info(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """Print what a weight file says about itself; 1 if it is refused, 2 if not found."""
-    out = out if out is not None else sys.stdout
+    """Print what a weight file says about itself; 1 if it is refused, 2 if not found.
+
+    Terminal escape sequences and control characters in the file's metadata are stripped
+    (``--json`` escapes them), so a hostile file cannot drive the terminal."""
+    out = SafeText(out if out is not None else sys.stdout)
     try:
         info = describe(args.target)
     except (OptizooError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
         return 2
     if getattr(args, "json", False):
         out.write(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
     else:
         _write_info(info, out)
     if info.get("error"):
-        print(f"error: {info['error']}", file=sys.stderr)
+        print(f"error: {printable(info['error'])}", file=sys.stderr)
         return 1
     return 0
 
@@ -402,8 +410,14 @@ def run_publish(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from optizoo.publish.publish import DEFAULT_BASELINES, publish
 
     out = out if out is not None else sys.stdout
-    baselines = DEFAULT_BASELINES if args.baselines is None else tuple(args.baselines)
+    if args.baselines is None:
+        baselines: tuple[str, ...] = DEFAULT_BASELINES
+    elif [b.lower() for b in args.baselines] in ([], ["none"]):
+        baselines = ()  # `--baselines none` (or an empty list): publish without a comparison
+    else:
+        baselines = tuple(args.baselines)
     try:
+        check_device(args.device)
         result = publish(
             args.run_dir,
             args.name,
@@ -425,9 +439,18 @@ def run_publish(args: argparse.Namespace, out: TextIO | None = None) -> int:
             threads=args.threads,
             device=args.device,
             verbose=not args.quiet,
+            overwrite=args.overwrite,
         )
-    except (OptizooError, ValueError, TypeError, KeyError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (
+        OptizooError,
+        ValueError,
+        TypeError,
+        KeyError,
+        FileNotFoundError,
+        FileExistsError,
+    ) as exc:
+        text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"optizoo publish: error: {' '.join(text.split())}", file=sys.stderr)
         return 2
     out.write(f"wrote {result.weights}\n      {result.card}\n")
     for path in ([result.figure] if result.figure else []) + list(result.figures.values()):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,14 @@ def _parse_options(text: str, spec: str) -> dict[str, Any]:
             options[key] = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):
             options[key] = value.strip()
+        parsed = options[key]
+        if isinstance(parsed, str) and parsed.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+            parsed = float(parsed)  # numbers literal_eval does not read
+        if isinstance(parsed, float) and not math.isfinite(parsed):
+            raise ValueError(
+                f"option {key}={value.strip()} in optimizer spec {spec!r} is not a finite number; "
+                f"give a finite value, e.g. '{key}=0.01'"
+            )
     return options
 
 

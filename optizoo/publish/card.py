@@ -32,6 +32,7 @@ n_nonfinite; non-finite values as ``null``).
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
@@ -438,6 +439,17 @@ def summary_phrase(training: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- the card
 
 
+def _escape_html(value: Any) -> Any:
+    """``value`` with ``&``, ``<`` and ``>`` escaped in every string (keys too), recursively."""
+    if isinstance(value, str):
+        return html.escape(value, quote=False)
+    if isinstance(value, Mapping):
+        return {_escape_html(k): _escape_html(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_escape_html(v) for v in value]
+    return value
+
+
 def model_card(
     metadata: Mapping[str, Any],
     *,
@@ -462,6 +474,7 @@ def model_card(
     Returns:
         Markdown text ending in a newline.
     """
+    metadata = _escape_html(metadata)  # a file's metadata never injects HTML into the card
     training = metadata.get("optizoo.training") or {}
     config = metadata.get("optizoo.config") or {}
     versions = metadata.get("optizoo.versions") or {}

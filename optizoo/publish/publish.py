@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from optizoo._io import FolderLocked, folder_lock, fsync_dir, remove_stale_temps
+from optizoo.errors import WeightsError
 from optizoo.rules.base import UpdateRule
 
 __all__ = ["DEFAULT_BASELINES", "Published", "publish", "publish_rule", "read_run"]
@@ -170,6 +172,7 @@ def publish(
     threads: int | None = 1,
     device: Any = None,
     verbose: bool = True,
+    overwrite: bool = False,
 ) -> Published:
     """Publish the rule of a meta-training run: weights, model card and figures in ``out_dir``.
 
@@ -182,7 +185,7 @@ def publish(
             record, including the comparison's verdict).
         license: licence of the weights.
         baselines, compare_steps, compare_problems, tune_problems, criteria, grid, seed, task,
-        task_args, evaluate, evaluate_options, threads, device, verbose: see
+        task_args, evaluate, evaluate_options, threads, device, verbose, overwrite: see
             :func:`publish_rule`.
     """
     rule, record, rows = read_run(run_dir, weights=weights)
@@ -208,6 +211,7 @@ def publish(
         device=device,
         verbose=verbose,
         metrics_rows=rows,
+        overwrite=overwrite,
     )
 
 
@@ -274,6 +278,7 @@ def publish_rule(
     device: Any = None,
     verbose: bool = True,
     metrics_rows: Sequence[Mapping[str, Any]] | None = None,
+    overwrite: bool = False,
 ) -> Published:
     """Publish a rule already in memory: compare it, write weights, figures and card.
 
@@ -303,16 +308,40 @@ def publish_rule(
         device: where comparison problems live.
         verbose: progress bars (on a terminal).
         metrics_rows: the run's metrics log, drawn as ``NAME-meta-training.png``.
+        overwrite: replace a publication of the same name in ``out_dir`` (default: refuse).
+
+    Safety: non-finite weights are refused before anything is written; every file is staged in
+    a temporary folder and moved into place at the end, under a lock
+    (``out_dir/.NAME.publish.lock``: a second publication of the same name at the same time is
+    refused), the old card removed first and the new card last, so a card beside a weight file
+    always names that file's sha256.
+
+    Raises:
+        WeightsError: the rule has non-finite weights.
+        FileExistsError: ``out_dir`` holds a publication of ``name`` and ``overwrite`` is off.
     """
-    from optizoo.compare import DEFAULT_GRID, compare
-    from optizoo.publish.card import model_card, write_text_atomic
-    from optizoo.zoo.format import read_metadata, save_rule
-    from optizoo.zoo.registry import sha256_file
+    from optizoo.compare import DEFAULT_GRID
 
     if not isinstance(rule, UpdateRule):
         raise TypeError(f"rule must be an optizoo UpdateRule, got {type(rule).__name__}")
     name = _check_name(name)
+    bad = [
+        k for k, v in rule.state_dict().items() if v.is_floating_point() and not v.isfinite().all()
+    ]
+    if bad:
+        raise WeightsError(
+            f"cannot publish {name!r}: tensor(s) {bad} hold nan or inf (a diverged run?); "
+            "publish the best weights (weights='best') or an earlier checkpoint"
+        )
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"out_dir {str(out)!r} is a file; give a folder")
+    existing = [p.name for p in _outputs(out, name) if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{str(out)!r} already holds a publication named {name!r} ({', '.join(existing)}); "
+            "pass overwrite=True (`--overwrite`) to replace it, or choose another name"
+        )
     record: dict[str, Any] = {
         k: v for k, v in dict(training or {}).items() if k not in ("evaluation", "generalization")
     }
@@ -336,8 +365,75 @@ def publish_rule(
     if baselines and not criteria:
         raise ValueError("criteria must name at least one tuning criterion, e.g. ('final',)")
     lr_grid = tuple(DEFAULT_GRID if grid is None else grid)
-    label = _label(name)
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        with folder_lock(out / f".{name}.publish.lock"):
+            return _publish_locked(
+                rule=rule,
+                name=name,
+                out=out,
+                record=record,
+                description=description,
+                license=license,
+                baselines=baselines,
+                steps=steps,
+                tune_steps=tune_steps,
+                compare_problems=compare_problems,
+                tune_problems=tune_problems,
+                criteria=criteria,
+                lr_grid=lr_grid,
+                seed=seed,
+                task=task,
+                task_args=task_args,
+                evaluate=evaluate,
+                evaluate_options=evaluate_options,
+                threads=threads,
+                device=device,
+                verbose=verbose,
+                metrics_rows=metrics_rows,
+                overwrite=overwrite,
+                horizon=horizon,
+            )
+    except FolderLocked:
+        raise FileExistsError(
+            f"another process is publishing {name!r} into {str(out)!r}; wait for it to finish"
+        ) from None
+
+
+def _outputs(out: Path, name: str) -> list[Path]:
+    """Every file a publication of ``name`` may write into ``out``."""
+    return [
+        out / f"{name}.safetensors",
+        out / f"{name}.md",
+        out / f"{name}.png",
+        out / f"{name}-meta-training.png",
+        out / f"{name}-generalization.png",
+    ]
+
+
+def _publish_locked(
+    *,
+    rule: UpdateRule, name: str, out: Path, record: dict[str, Any], description: str | None,
+    license: str, baselines: tuple[str, ...], steps: int, tune_steps: int, compare_problems: int,
+    tune_problems: int, criteria: tuple[str, ...], lr_grid: tuple[float, ...], seed: int,
+    task: Any, task_args: Any, evaluate: bool, evaluate_options: Any, threads: Any, device: Any,
+    verbose: bool, metrics_rows: Any, overwrite: bool, horizon: int | None,
+) -> Published:  # fmt: skip
+    from optizoo.compare import compare
+    from optizoo.publish.card import model_card, write_text_atomic
+    from optizoo.zoo.format import read_metadata, save_rule
+    from optizoo.zoo.registry import sha256_file
+
+    remove_stale_temps(out, tuple(p.name for p in _outputs(out, name)))
+    for stale in out.glob(f".{name}.publish-*"):  # staging folders of interrupted publications
+        shutil.rmtree(stale, ignore_errors=True)
+    if not overwrite:  # checked again under the lock
+        existing = [p.name for p in _outputs(out, name) if p.exists()]
+        if existing:
+            raise FileExistsError(
+                f"{str(out)!r} already holds a publication named {name!r} ({', '.join(existing)})"
+            )
+    label = _label(name)
     figures: dict[str, Path] = {}
     comparisons: dict[str, Any] = {}
     report = None
@@ -345,7 +441,7 @@ def publish_rule(
     try:
         # the comparison loads the rule from a file, exactly as users will
         tmp_weights = save_rule(
-            rule, work / f"{name}.safetensors", training=record, license=license
+            rule, work / "compare" / f"{name}.safetensors", training=record, license=license
         )
         spec = f"{label}={tmp_weights}"
         if baselines:
@@ -393,7 +489,7 @@ def publish_rule(
                     evaluation[f"at_{at}_steps_tuned_for_{criterion}"] = _block(c, at, label)
             record["evaluation"] = evaluation
             title = f"{name} vs {'tuned ' if tuned else ''}baselines on {first.task}"
-            figures["loss-curves"] = first.plot(out / f"{name}.png", title=title)
+            figures["loss-curves"] = first.plot(work / f"{name}.png", title=title)
         if evaluate:
             from optizoo.compare.evaluate import evaluate as run_suite
 
@@ -412,36 +508,51 @@ def publish_rule(
                 "tasks": {n: tr.task.description for n, tr in report.results.items()},
                 "rows": report.rows(),
             }
-            figures["generalization"] = report.plot(out / f"{name}-generalization.png")
+            figures["generalization"] = report.plot(work / f"{name}-generalization.png")
         if metrics_rows:
             from optizoo.meta.trainer import learning_curve
 
             figures["meta-training"] = learning_curve(
                 list(metrics_rows),
-                out / f"{name}-meta-training.png",
+                work / f"{name}-meta-training.png",
                 title=f"meta-training of {name}",
             )
         text = description if description is not None else _default_description(rule, record)
-        weights_path = save_rule(
-            rule, out / f"{name}.safetensors", training=record, description=text, license=license
+        staged = save_rule(
+            rule, work / f"{name}.safetensors", training=record, description=text, license=license
         )
+        metadata = read_metadata(staged)
+        extra = []
+        if "generalization" in figures:
+            extra.append(("Held-out tasks (generalization)", figures["generalization"].name))
+        if "meta-training" in figures:
+            extra.append(("Meta-training learning curve", figures["meta-training"].name))
+        card_text = model_card(
+            metadata,
+            name=name,
+            sha256=sha256_file(staged),
+            figure=figures["loss-curves"].name if "loss-curves" in figures else None,
+            figures=extra,
+            load_path=staged.name,
+        )
+        staged_card = write_text_atomic(work / f"{name}.md", card_text)
+        # commit: the old card goes first, the new card comes last, so that a card beside a
+        # weight file always names its sha256 (whatever moment a crash hits)
+        card = out / f"{name}.md"
+        card.unlink(missing_ok=True)
+        weights_path = out / staged.name
+        for p in _outputs(out, name):
+            if p.name not in {f.name for f in figures.values()} and p not in (card, weights_path):
+                p.unlink(missing_ok=True)  # an old publication's figure this one lacks
+        os.replace(staged, weights_path)
+        for key, fig in list(figures.items()):
+            figures[key] = out / fig.name
+            os.replace(fig, figures[key])
+        os.replace(staged_card, card)
+        fsync_dir(out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    metadata = read_metadata(weights_path)
-    extra = []
-    if "generalization" in figures:
-        extra.append(("Held-out tasks (generalization)", figures["generalization"].name))
-    if "meta-training" in figures:
-        extra.append(("Meta-training learning curve", figures["meta-training"].name))
-    card_text = model_card(
-        metadata,
-        name=name,
-        sha256=sha256_file(weights_path),
-        figure=figures["loss-curves"].name if "loss-curves" in figures else None,
-        figures=extra,
-        load_path=weights_path.name,
-    )
-    card = write_text_atomic(out / f"{name}.md", card_text)
+
     return Published(
         name=name,
         weights=weights_path,

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from optizoo._io import atomic_write
 from optizoo._version import __version__
@@ -81,8 +82,20 @@ def save_rule(
         **(extra or {}),
     }
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in rule.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    data = _canonical(save(tensors, metadata=metadata))
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
     return path
+
+
+def _canonical(data: bytes) -> bytes:
+    """The safetensors bytes ``data`` with a canonical header (keys sorted): safetensors writes
+    its metadata in hash order, so the same rule would otherwise give different bytes."""
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8 : 8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    raw = text.encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # safetensors aligns the data start to 8 bytes
+    return struct.pack("<Q", len(raw)) + raw + data[8 + n :]
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 
 from optizoo.cli import main
@@ -54,12 +53,10 @@ def test_config_file_and_flag_override(tmp_path):
 
 
 def test_bad_options_exit_with_a_message(tmp_path, capsys):
-    with pytest.raises(SystemExit, match="--meta-steps"):
-        main(["train", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match="--out"):
-        main(["train", "--meta-steps", "1"])
-    with pytest.raises(SystemExit, match="cannot exceed horizon"):
-        main(
+    cases = [
+        (["train", "--out", str(tmp_path)], "--meta-steps"),
+        (["train", "--meta-steps", "1"], "--out"),
+        (
             [
                 "train",
                 "--unroll",
@@ -70,5 +67,11 @@ def test_bad_options_exit_with_a_message(tmp_path, capsys):
                 "1",
                 "--out",
                 str(tmp_path),
-            ]
-        )
+            ],
+            "cannot exceed horizon",
+        ),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
