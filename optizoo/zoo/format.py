@@ -21,6 +21,7 @@ Nothing is ever unpickled. Saving is atomic (temp file + ``os.replace``).
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -39,6 +40,12 @@ __all__ = ["FORMAT_VERSION", "read_metadata", "rule_from_file", "save_rule"]
 
 FORMAT_VERSION = "1"
 _JSON_KEYS = ("optizoo.config", "optizoo.training", "optizoo.versions")
+#: deepest JSON nesting accepted in metadata (a hostile file could nest thousands of levels)
+MAX_JSON_DEPTH = 32
+#: most tensor elements a weight file's config may imply (checked before any module is built)
+MAX_ELEMENTS = 1 << 27
+#: largest int a config may hold when a rule cannot be built on the meta device
+_MAX_CONFIG_INT = 1 << 16
 
 
 def _versions() -> dict[str, str]:
@@ -120,13 +127,116 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{str(path)!r} has optizoo weight format {raw['optizoo.format']!r}; this optizoo "
             f"reads format {FORMAT_VERSION!r} (upgrade optizoo or re-publish the file)"
         )
+    if not isinstance(raw.get("optizoo.rule"), str) or not raw["optizoo.rule"]:
+        raise WeightsError(
+            f"{str(path)!r} names no update rule (no 'optizoo.rule' metadata); it was not "
+            "written by optizoo.save_rule"
+        )
     meta: dict[str, Any] = dict(raw)
     for key in _JSON_KEYS:
+        text = raw.get(key, "{}")
+        if _json_depth(text) > MAX_JSON_DEPTH:
+            raise WeightsError(
+                f"{str(path)!r}: metadata {key!r} nests deeper than {MAX_JSON_DEPTH} levels; "
+                "refused (not written by optizoo)"
+            )
         try:
-            meta[key] = json.loads(raw.get(key, "{}"))
-        except json.JSONDecodeError as exc:
-            raise WeightsError(f"{str(path)!r}: metadata {key!r} is not valid JSON: {exc}") from exc
+            meta[key] = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise WeightsError(
+                f"{str(path)!r}: metadata {key!r} is not valid JSON: {exc}"
+            ) from None
+        if not isinstance(meta[key], dict):
+            raise WeightsError(
+                f"{str(path)!r}: metadata {key!r} must be a JSON object, got "
+                f"{type(meta[key]).__name__}"
+            )
     return meta
+
+
+def _json_depth(text: str) -> int:
+    """Deepest ``[``/``{`` nesting of JSON ``text`` (brackets inside strings ignored), in one
+    pass without parsing."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _file_shapes(path: Path) -> dict[str, tuple[str, list[int]]]:
+    """``{key: (dtype, shape)}`` of a safetensors file, from its header only."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            out = {}
+            for k in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+                sl = f.get_slice(k)
+                out[k] = (sl.get_dtype(), list(sl.get_shape()))
+            return out
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{str(path)!r}: cannot read tensors (corrupt file?): {exc}") from exc
+
+
+def _build_checked(path: Path, cls: type, name: str, config: dict[str, Any]) -> UpdateRule:
+    """Build ``cls(**config)`` only once the shapes it implies match the file and are capped.
+
+    The rule is first built on the ``meta`` device (no memory); rules that cannot be built
+    there get a cap on the ints of their config instead."""
+    shapes = _file_shapes(path)
+    try:
+        with torch.device("meta"):
+            probe = cls(**config)
+        implied: dict[str, list[int]] | None = {
+            k: list(v.shape) for k, v in probe.state_dict().items()
+        }
+    except (TypeError, ValueError, KeyError) as exc:
+        raise WeightsError(f"{str(path)!r}: config does not fit rule {name!r}: {exc}") from None
+    except Exception:  # e.g. .item() on a meta tensor: check the config instead
+        implied = None
+        big = [k for k, v in config.items() if isinstance(v, int) and abs(v) > _MAX_CONFIG_INT]
+        if big:
+            raise WeightsError(
+                f"{str(path)!r}: config value(s) {big} exceed {_MAX_CONFIG_INT}; refused"
+            ) from None
+    if implied is not None:
+        total = sum(math.prod(s) for s in implied.values())
+        if total > MAX_ELEMENTS:
+            raise WeightsError(
+                f"{str(path)!r}: its config implies {total} weights (more than the cap of "
+                f"{MAX_ELEMENTS}); refused before building the rule"
+            )
+        missing = sorted(set(implied) - set(shapes))
+        unexpected = sorted(set(shapes) - set(implied))
+        if missing or unexpected:
+            raise WeightsError(
+                f"{str(path)!r} does not match its config for rule {name!r}: "
+                f"missing tensors {missing}, unexpected tensors {unexpected}"
+            )
+        for key, shape in implied.items():
+            if shapes[key][1] != shape:
+                raise WeightsError(
+                    f"{str(path)!r}: tensor {key!r} has shape {shapes[key][1]}, the config "
+                    f"needs {shape}"
+                )
+    try:
+        return cls(**config)
+    except Exception as exc:  # a rule's constructor may raise anything for a hostile config
+        raise WeightsError(
+            f"{str(path)!r}: config does not fit rule {name!r}: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def rule_from_file(path: str | os.PathLike[str], *, expect_rule: str | None = None) -> UpdateRule:
@@ -151,10 +261,7 @@ def rule_from_file(path: str | os.PathLike[str], *, expect_rule: str | None = No
             f"{str(path)!r} needs update rule {name!r}, which is not installed "
             f"(available: {', '.join(rules.available())}); install the plugin that provides it"
         ) from exc
-    try:
-        rule = cls(**meta["optizoo.config"])
-    except (TypeError, ValueError) as exc:
-        raise WeightsError(f"{str(path)!r}: config does not fit rule {name!r}: {exc}") from exc
+    rule = _build_checked(Path(path), cls, name, meta["optizoo.config"])
     expected = rule.state_dict()
     try:
         with safe_open(str(path), framework="pt") as f:

@@ -8,7 +8,6 @@ to its sha256; a shipped file whose bytes differ from the manifest is refused. P
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +30,9 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def _manifest() -> dict[str, str]:
-    if not MANIFEST.is_file():
-        return {}
-    return json.loads(MANIFEST.read_text())
+    from optizoo.zoo.manifest import read_manifest
+
+    return read_manifest(PRETRAINED_DIR)
 
 
 def shipped() -> dict[str, Path]:
