@@ -318,24 +318,59 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 )
             id_map.update(zip(saved["params"], group["params"]))
         new_state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
+        templates: dict[torch.dtype, dict[str, Tensor]] = {}
         for pid, pstate in state_dict["state"].items():
             if pid not in id_map:
                 raise ValueError(f"state_dict has state for unknown parameter id {pid!r}")
             p = id_map[pid]
             sdtype = self.rule.state_dtype(p.real.dtype if p.is_complex() else p.dtype)
+            if sdtype not in templates:  # what init_state makes: key -> [1, ...] of its dtype
+                with torch.no_grad():
+                    templates[sdtype] = self.rule.init_state(torch.zeros(1, dtype=sdtype))
+            template = templates[sdtype]
+            if not isinstance(pstate, dict):
+                raise ValueError(f"state of parameter {pid!r} must be a dict, got {pstate!r}")
+            tensors = {k for k in pstate if k != "step"}
+            if pstate and tensors != set(template):
+                raise ValueError(
+                    f"state of parameter {pid!r} has keys {sorted(tensors)}, but rule "
+                    f"{self.rule.rule_name!r} keeps {sorted(template)}"
+                )
             for k, v in pstate.items():
                 if k == "step":
-                    new_state[p][k] = int(v)
-                elif isinstance(v, Tensor):
-                    if v.shape[:1] != (_real_numel(p),):
+                    if isinstance(v, Tensor):
+                        v = v.item() if v.numel() == 1 else v
+                    if (
+                        isinstance(v, bool)
+                        or not isinstance(v, (int, float))
+                        or v < 0
+                        or v != int(v)
+                    ):
                         raise ValueError(
-                            f"state {k!r} of shape {tuple(v.shape)} does not match a parameter "
-                            f"with {_real_numel(p)} coordinates"
+                            f"state 'step' of parameter {pid!r} must be an int >= 0, got {v!r}"
                         )
-                    want = sdtype if v.is_floating_point() else v.dtype
-                    new_state[p][k] = v.detach().to(device=p.device, dtype=want).clone()
-                else:
-                    new_state[p][k] = deepcopy(v)
+                    new_state[p][k] = int(v)
+                    continue
+                want = template[k]
+                n = _real_numel(p)
+                if not isinstance(v, Tensor):
+                    raise ValueError(
+                        f"state {k!r} of parameter {pid!r} must be a tensor, got {v!r}"
+                    )
+                if tuple(v.shape) != (n, *want.shape[1:]):
+                    raise ValueError(
+                        f"state {k!r} of shape {tuple(v.shape)} does not match a parameter with "
+                        f"{n} coordinates (rule {self.rule.rule_name!r} keeps {k!r} of shape "
+                        f"{(n, *want.shape[1:])})"
+                    )
+                if v.is_floating_point() != want.is_floating_point() or (
+                    not want.is_floating_point() and v.dtype != want.dtype
+                ):
+                    raise ValueError(
+                        f"state {k!r} of parameter {pid!r} is {v.dtype}, rule "
+                        f"{self.rule.rule_name!r} keeps it as {want.dtype}"
+                    )
+                new_state[p][k] = v.detach().to(device=p.device, dtype=want.dtype).clone()
         groups = []
         for saved, group in zip(saved_groups, self.param_groups):
             g = {k: deepcopy(v) for k, v in saved.items() if k != "params"}

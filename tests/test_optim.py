@@ -326,7 +326,7 @@ def test_save_rule_is_atomic(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr("optizoo.zoo.format.save_file", boom)
+    monkeypatch.setattr("optizoo.zoo.format.save", boom)
     with pytest.raises(OSError, match="disk full"):
         optizoo.save_rule(LSTMRule(), path)
     assert path.read_bytes() == before  # the old file is intact

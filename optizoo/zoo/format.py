@@ -89,8 +89,7 @@ def save_rule(
         **(extra or {}),
     }
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in rule.state_dict().items()}
-    data = _canonical(save(tensors, metadata=metadata))
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(_canonical(save(tensors, metadata))))
     return path
 
 
