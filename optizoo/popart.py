@@ -124,8 +124,12 @@ class PopArtHead(nn.Module):
         self.debias = bool(debias)
         self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
         self.bias = nn.Parameter(torch.empty(out_features, **factory))
-        self.register_buffer("mu", torch.zeros(out_features, **factory))
-        self.register_buffer("var", torch.ones(out_features, **factory))
+        # statistics live in float64 whatever the layer's dtype (float32 on MPS, which has no
+        # float64): the variance of float32 targets near 1e20 overflows float32
+        probe = torch.empty(0, device=device)
+        stats = {"device": probe.device, "dtype": _acc_dtype(probe)}
+        self.register_buffer("mu", torch.zeros(out_features, **stats))
+        self.register_buffer("var", torch.ones(out_features, **stats))
         self.register_buffer("count", torch.zeros(out_features, dtype=torch.int64, device=device))
         self.reset_parameters()
 
@@ -219,12 +223,16 @@ class PopArtHead(nn.Module):
                     f"when task is None, got {tuple(values.shape)}"
                     + ("; add a trailing dim with .unsqueeze(-1)" if self.out_features == 1 else "")
                 )
-            return self.mu, sigma
+            return self._cast(self.mu, values), self._cast(sigma, values)
         if isinstance(task, int) and not isinstance(task, bool):
             self._check_task_int(task)
-            return self.mu[task], sigma[task]
+            return self._cast(self.mu[task], values), self._cast(sigma[task], values)
         task = self._check_task_tensor(task, values.shape, f"{what}.shape")
-        return self.mu[task], sigma[task]
+        return self._cast(self.mu[task], values), self._cast(sigma[task], values)
+
+    def _cast(self, stat: Tensor, values: Tensor) -> Tensor:
+        """The float64 statistic in the dtype of ``values`` (the layer's dtype for integers)."""
+        return stat.to(values.dtype if values.is_floating_point() else self.weight.dtype)
 
     def _check_task_int(self, task: int) -> None:
         if not 0 <= task < self.out_features:
@@ -310,6 +318,8 @@ class PopArtHead(nn.Module):
         diff = m1 - mu_old
         mu_new = mu_old + beta * diff
         var_new = (1.0 - beta) * var_old + beta * s2 + beta * (1.0 - beta) * diff * diff
+        if not torch.compiler.is_compiling():
+            self._check_representable(mu_new, var_new)
 
         if preserve_outputs:
             sigma_old = var_old.clamp_min(self.eps).sqrt()
@@ -322,6 +332,24 @@ class PopArtHead(nn.Module):
         self.mu.copy_(mu_new)
         self.var.copy_(var_new)
         self.count.copy_(count_new)
+
+    def _check_representable(self, mu: Tensor, var: Tensor) -> None:
+        """Refuse (before anything changes) statistics that would overflow the buffers' dtype or
+        the layer's dtype (the unnormalized output ``sigma * g + mu`` is computed in it)."""
+        sigma = var.clamp_min(self.eps).sqrt()
+        for dtype, what in ((self.var.dtype, "statistics"), (self.weight.dtype, "layer")):
+            ok = (
+                bool(torch.isfinite(mu.to(dtype)).all())
+                and bool(torch.isfinite(sigma.to(dtype)).all())
+                and (what == "layer" or bool(torch.isfinite(var.to(dtype)).all()))
+            )
+            if not ok:
+                raise ValueError(
+                    f"targets this large (running mean up to {float(mu.abs().max()):.3g}, scale "
+                    f"{float(sigma.max()):.3g}) overflow the head's {what} dtype {dtype}; nothing "
+                    "was updated. Use a wider dtype (PopArtHead(..., dtype=torch.float32 or "
+                    "torch.float64)) or rescale the targets"
+                )
 
     def _rows_and_mask(
         self, targets: Tensor, task: TaskArg, acc: torch.dtype
