@@ -249,6 +249,11 @@ def _disabled_names() -> tuple[set[str], bool]:
     return names, bool(names & {"all", "*"})
 
 
+#: what a plugin's code may raise and optizoo survives: a plugin calling ``sys.exit()`` or
+#: raising ``KeyboardInterrupt`` at import or in a hook is a broken plugin, not a request to stop
+_PLUGIN_FAULTS = (Exception, SystemExit, KeyboardInterrupt)
+
+
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -325,7 +330,7 @@ def _load_plugin_manager() -> pluggy.PluginManager:
             continue
         try:
             plugin = ep.load()
-        except Exception as exc:  # a broken plugin must never break optizoo
+        except _PLUGIN_FAULTS as exc:  # a broken plugin must never break optizoo
             info.status, info.error = "failed", f"import failed: {_describe(exc)}"
             _warn_failed(info)
             continue
@@ -425,8 +430,11 @@ def _collect() -> None:
                 _warn_failed(info)
                 continue
             try:
-                results.setdefault(name, {})[kind] = impl.function()
-            except Exception as exc:
+                returned = impl.function()
+                if isinstance(returned, Mapping):  # iterating a mapping runs the plugin's code too
+                    returned = _Items(list(returned.items()))
+                results.setdefault(name, {})[kind] = returned
+            except _PLUGIN_FAULTS as exc:
                 info.status, info.error = "failed", f"{hookname}() raised {_describe(exc)}"
                 _warn_failed(info)
     registries: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
@@ -434,35 +442,36 @@ def _collect() -> None:
     problems: dict[str, list[str]] = {kind: [] for kind in KINDS}
     for info in _host.infos.values():
         info.contributes = {}
-    for plugin_name, by_kind in results.items():
+    # built-ins first: a plugin claiming a built-in name loses that name, nothing else
+    order = sorted(results, key=lambda n: n != BUILTIN_NAME)
+    for plugin_name in order:
+        by_kind = results[plugin_name]
         info = _host.infos[plugin_name]
         if info.status != "loaded":
             continue
-        for kind, returned in by_kind.items():
-            hookname = KINDS[kind]
-            who = f"plugin {info.label()}"
-            if returned is None:
-                continue
-            if not isinstance(returned, Mapping):
-                problems[kind].append(
-                    f"{who}: {hookname}() must return a dict {{name: value}}, "
-                    f"got {type(returned).__name__}"
-                )
-                continue
+        try:
+            staged, found = _validate_plugin(info, by_kind)
+        except _PLUGIN_FAULTS as exc:  # e.g. a path whose __fspath__ raises
+            info.status, info.error = "failed", f"an entry raised {_describe(exc)}"
+            _warn_failed(info)
+            continue
+        for kind, messages in found.items():
+            problems[kind].extend(messages)
+        for kind, entries in staged.items():
             names = []
-            for entry, value in returned.items():
-                if not (isinstance(entry, str) and NAME_PATTERN.match(entry)):
-                    problems[kind].append(
-                        f"{who}: {hookname}() returned the malformed name {entry!r}; names match "
-                        f"{NAME_PATTERN.pattern}"
-                    )
-                    continue
-                normalized, why = _validate_value(kind, value)
-                if why is not None:
-                    problems[kind].append(f"{who}: {hookname}() entry {entry!r}: {why}")
-                    continue
+            for entry, normalized in entries:
                 if entry in registries[kind]:
-                    other = _host.infos[providers[kind][entry]]
+                    owner = providers[kind][entry]
+                    other = _host.infos[owner]
+                    if owner == BUILTIN_NAME:
+                        warnings.warn(
+                            f"optizoo plugin {info.label()} claims the built-in {kind[:-1]} name "
+                            f"{entry!r}; the built-in keeps it and only that entry of the plugin "
+                            "is ignored (rename it in the plugin)",
+                            PluginWarning,
+                            stacklevel=4,
+                        )
+                        continue
                     problems[kind].append(
                         f"{kind[:-1]} name {entry!r} is claimed by both {other.label()} and "
                         f"{info.label()}; uninstall one, or block it with "
@@ -475,6 +484,42 @@ def _collect() -> None:
             if names:
                 info.contributes[kind] = sorted(names)
     _host.registries, _host.providers, _host.problems = registries, providers, problems
+
+
+class _Items(list):
+    """A hook's mapping, already iterated (``(name, value)`` pairs)."""
+
+
+def _validate_plugin(
+    info: PluginInfo, by_kind: Mapping[str, Any]
+) -> tuple[dict[str, list[tuple[str, Any]]], dict[str, list[str]]]:
+    """One plugin's valid ``(name, value)`` entries per kind, and messages about bad ones."""
+    staged: dict[str, list[tuple[str, Any]]] = {}
+    found: dict[str, list[str]] = {}
+    who = f"plugin {info.label()}"
+    for kind, returned in by_kind.items():
+        hookname = KINDS[kind]
+        if returned is None:
+            continue
+        if not isinstance(returned, _Items):
+            found.setdefault(kind, []).append(
+                f"{who}: {hookname}() must return a dict {{name: value}}, "
+                f"got {type(returned).__name__}"
+            )
+            continue
+        for entry, value in returned:
+            if not (isinstance(entry, str) and NAME_PATTERN.match(entry)):
+                found.setdefault(kind, []).append(
+                    f"{who}: {hookname}() returned the malformed name {entry!r}; names match "
+                    f"{NAME_PATTERN.pattern}"
+                )
+                continue
+            normalized, why = _validate_value(kind, value)
+            if why is not None:
+                found.setdefault(kind, []).append(f"{who}: {hookname}() entry {entry!r}: {why}")
+                continue
+            staged.setdefault(kind, []).append((entry, normalized))
+    return staged, found
 
 
 def _ensure_collected() -> dict[str, dict[str, Any]]:
@@ -515,8 +560,25 @@ def registry(kind: str) -> dict[str, Any]:
     return dict(registries[kind])
 
 
+def _builtin(kind: str, name: str) -> Any:
+    """The built-in entry ``name`` of ``kind``, or ``None``: found without loading any plugin."""
+    from optizoo import _builtins
+
+    hook = getattr(_builtins, KINDS[kind], None)
+    return (hook() or {}).get(name) if hook is not None else None
+
+
 def get(kind: str, name: str) -> Any:
-    """One registry entry, or :class:`~optizoo.errors.UnknownNameError` listing what exists."""
+    """One registry entry, or :class:`~optizoo.errors.UnknownNameError` listing what exists.
+
+    Built-in names are answered without consulting plugins (a broken or conflicting plugin can
+    never hide a built-in)."""
+    _check_kind(kind)
+    with _lock:
+        _guard_reentry()
+    builtin = _builtin(kind, name) if isinstance(name, str) else None
+    if builtin is not None:
+        return builtin
     reg = registry(kind)
     if name not in reg:
         known = ", ".join(sorted(reg)) or "none"
@@ -535,7 +597,9 @@ def get(kind: str, name: str) -> Any:
 def provider(kind: str, name: str) -> PluginInfo:
     """The plugin that registered ``name`` in registry ``kind``."""
     get(kind, name)
-    return _host.infos[_host.providers[kind][name]]
+    with _lock:
+        _ensure_collected()
+        return _host.infos[_host.providers[kind][name]]
 
 
 def source_of(kind: str, name: str) -> str:

@@ -152,12 +152,16 @@ def test_plugin_preprocessor_is_usable_by_the_lstm_rule() -> None:
 
 
 def test_two_plugins_claiming_one_name_is_an_error_naming_both() -> None:
-    clash = returning("optizoo_preprocessors", {"log_sign": DoubleSign})
-    with plugins.registered(clash, name="clash", dist="optizoo-clash", version="0.3"):
+    first = returning("optizoo_preprocessors", {"double_sign": DoubleSign})
+    clash = returning("optizoo_preprocessors", {"double_sign": DoubleSign})
+    with (
+        plugins.registered(first, name="first", dist="optizoo-first", version="0.1"),
+        plugins.registered(clash, name="clash", dist="optizoo-clash", version="0.3"),
+    ):
         with pytest.raises(PluginError) as err:
             plugins.registry("preprocessors")
         message = str(err.value)
-        assert "'log_sign'" in message and f"optizoo {optizoo.__version__}" in message
+        assert "'double_sign'" in message and "optizoo-first 0.1" in message
         assert "optizoo-clash 0.3" in message and f"{plugins.DISABLE_ENV}=clash" in message
         # other registries are unaffected
         assert "lstm" in plugins.registry("rules")

@@ -252,7 +252,7 @@ def describe(target: str) -> dict[str, Any]:
     spec = target
     if spec == "default":
         spec = registry.default_name()
-    known = registry.all_pretrained()
+    known = {} if registry.looks_like_path(spec) else registry.all_pretrained()
     if spec in known:
         entry = known[spec]
         path, name, source = entry.path, spec, entry.source

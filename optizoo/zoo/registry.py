@@ -95,8 +95,25 @@ def _source_of(name: str) -> str:
     return finder("pretrained", name) if finder else "plugin"
 
 
+def looks_like_path(spec: str | os.PathLike[str]) -> bool:
+    """Whether ``spec`` names a file rather than a pretrained name: a ``PathLike``, or a string
+    with a folder separator or the ``.safetensors`` suffix (names have neither)."""
+    if not isinstance(spec, str):
+        return True
+    seps = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    return any(sep in spec for sep in seps) or spec.endswith(".safetensors") or spec.startswith("~")
+
+
 def resolve(spec: str | os.PathLike[str]) -> tuple[Path, str]:
-    """Map ``"default"``, a pretrained name or a path to ``(path, name)``; verify shipped files."""
+    """Map ``"default"``, a pretrained name or a path to ``(path, name)``; verify shipped files.
+
+    A path (see :func:`looks_like_path`) is used as is: loading by path never consults the
+    plugin registry, so a broken plugin cannot stop it."""
+    if looks_like_path(spec):
+        path = Path(spec).expanduser()
+        if path.is_file():
+            return path, path.stem
+        raise WeightsError(f"no weight file at {str(path)!r}")
     spec_s = str(spec)
     if spec_s == "default":
         spec_s = default_name()
