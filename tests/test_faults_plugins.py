@@ -145,7 +145,7 @@ def test_loading_weights_by_path_never_consults_the_plugin_registry(tmp_path, mo
 def test_info_by_path_ignores_a_broken_plugin(tmp_path, capsys):
     import argparse
 
-    from optizoo.zoo.cli import run_info
+    from optizoo.cli.zoo import run_info
 
     torch.manual_seed(0)
     path = save_rule(LSTMRule(hidden_size=4), tmp_path / "w.safetensors")

@@ -113,7 +113,10 @@ def resolve(spec: str | os.PathLike[str]) -> tuple[Path, str]:
         path = Path(spec).expanduser()
         if path.is_file():
             return path, path.stem
-        raise WeightsError(f"no weight file at {str(path)!r}")
+        raise WeightsError(
+            f"no pretrained optimizer named {str(spec)!r} and no file at that path (a path: "
+            "pretrained names have no folder separator and no .safetensors suffix)"
+        )
     spec_s = str(spec)
     if spec_s == "default":
         spec_s = default_name()

@@ -13,14 +13,14 @@ import re
 import pytest
 import torch
 
-import optizoo.zoo.card
+import optizoo.publish.card
 from optizoo._io import folder_lock
+from optizoo.cli.zoo import run_info, run_list
 from optizoo.errors import WeightsError
+from optizoo.publish.card import model_card
+from optizoo.publish.publish import publish_rule
 from optizoo.rules import LSTMRule
-from optizoo.zoo.card import model_card
-from optizoo.zoo.cli import run_info, run_list
 from optizoo.zoo.format import read_metadata, save_rule
-from optizoo.zoo.publish import publish_rule
 from optizoo.zoo.registry import sha256_file
 
 
@@ -67,7 +67,7 @@ def test_a_failure_while_writing_never_leaves_a_card_naming_other_weights(tmp_pa
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(optizoo.zoo.card, "write_text_atomic", broken)
+    monkeypatch.setattr(optizoo.publish.card, "write_text_atomic", broken)
     with pytest.raises(OSError, match="disk full"):
         publish(rule(1), tmp_path, overwrite=True)
     card, weights = tmp_path / "tiny.md", tmp_path / "tiny.safetensors"
@@ -77,9 +77,11 @@ def test_a_failure_while_writing_never_leaves_a_card_naming_other_weights(tmp_pa
 
 
 def test_a_concurrent_publication_of_the_same_name_is_refused(tmp_path):
-    with folder_lock(tmp_path / ".tiny.publish.lock"):
-        with pytest.raises(FileExistsError, match="another process is publishing"):
-            publish(rule(), tmp_path)
+    with (
+        folder_lock(tmp_path / ".tiny.publish.lock"),
+        pytest.raises(FileExistsError, match="another process is publishing"),
+    ):
+        publish(rule(), tmp_path)
     assert not (tmp_path / "tiny.safetensors").exists()
 
 
