@@ -7,3 +7,17 @@ small shared CI machines. Benchmarks (benchmarks/) do not import this.
 import torch
 
 torch.set_num_threads(1)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def fresh_plugins(monkeypatch: pytest.MonkeyPatch):
+    """A fresh plugin host with no blocked plugins, before and after the test."""
+    from optizoo import plugins
+
+    monkeypatch.delenv(plugins.DISABLE_ENV, raising=False)
+    plugins.reset()
+    yield
+    plugins.reset()

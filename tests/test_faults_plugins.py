@@ -17,13 +17,7 @@ from optizoo import plugins
 from optizoo.rules import LSTMRule
 from optizoo.zoo.format import save_rule
 
-
-@pytest.fixture(autouse=True)
-def fresh_host(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.delenv(plugins.DISABLE_ENV, raising=False)
-    plugins.reset()
-    yield
-    plugins.reset()
+pytestmark = pytest.mark.usefixtures("fresh_plugins")  # conftest.py
 
 
 def hook_plugin(hook: str, body) -> object:

@@ -189,6 +189,17 @@ def _file_shapes(path: Path) -> dict[str, tuple[str, list[int]]]:
         raise WeightsError(f"{str(path)!r}: cannot read tensors (corrupt file?): {exc}") from exc
 
 
+def _check_keys(path: str | os.PathLike[str], name: str, expected: Any, found: Any) -> None:
+    """Refuse a file whose tensor names differ from those the config of rule ``name`` needs."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise WeightsError(
+            f"{str(path)!r} does not match its config for rule {name!r}: "
+            f"missing tensors {missing}, unexpected tensors {unexpected}"
+        )
+
+
 def _build_checked(path: Path, cls: type, name: str, config: dict[str, Any]) -> UpdateRule:
     """Build ``cls(**config)`` only once the shapes it implies match the file and are capped.
 
@@ -217,13 +228,7 @@ def _build_checked(path: Path, cls: type, name: str, config: dict[str, Any]) -> 
                 f"{str(path)!r}: its config implies {total} weights (more than the cap of "
                 f"{MAX_ELEMENTS}); refused before building the rule"
             )
-        missing = sorted(set(implied) - set(shapes))
-        unexpected = sorted(set(shapes) - set(implied))
-        if missing or unexpected:
-            raise WeightsError(
-                f"{str(path)!r} does not match its config for rule {name!r}: "
-                f"missing tensors {missing}, unexpected tensors {unexpected}"
-            )
+        _check_keys(path, name, implied, shapes)
         for key, shape in implied.items():
             if shapes[key][1] != shape:
                 raise WeightsError(
@@ -267,13 +272,7 @@ def rule_from_file(path: str | os.PathLike[str], *, expect_rule: str | None = No
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{str(path)!r}: cannot read tensors (corrupt file?): {exc}") from exc
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise WeightsError(
-            f"{str(path)!r} does not match its config for rule {name!r}: "
-            f"missing tensors {missing}, unexpected tensors {unexpected}"
-        )
+    _check_keys(path, name, expected, tensors)
     for key, want in expected.items():
         got = tensors[key]
         if got.shape != want.shape or got.dtype != want.dtype:
