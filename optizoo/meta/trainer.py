@@ -246,9 +246,9 @@ class MetaTrainer:
         registry name unless ``task`` is given (needed for task instances that are not in the
         registry). ``expect`` holds the options of the command that resumes (fields of
         :class:`MetaConfig`, plus ``"rule"`` and ``"rule_config"``): resuming means the same
-        experiment, so any that differ from the checkpoint's (except ``device``) are refused,
-        naming them. Metrics logged after the checkpoint (by a run that crashed later) are
-        dropped, so the log continues without duplicates.
+        experiment, so any that differ from the checkpoint's are refused, naming them
+        (``device`` and ``checkpoint_every`` may change). Metrics logged after the checkpoint
+        (by a run that crashed later) are dropped, so the log continues without duplicates.
 
         Raises:
             CheckpointError: no, a corrupt or a foreign checkpoint; a rule, config or option that
@@ -262,7 +262,8 @@ class MetaTrainer:
         given = dict(expect or {})
         given_rule = given.pop("rule", None)
         given_rule_config = given.pop("rule_config", None)
-        given.pop("device", None)
+        for operational in ("device", "checkpoint_every"):  # where and how often, not what
+            given.pop(operational, None)
         diffs: list[str] = []
         if given:
             try:
