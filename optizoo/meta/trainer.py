@@ -202,13 +202,24 @@ class MetaTrainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self._clear_out_dir = False
         if self.out_dir is not None and not _resuming:
-            held = _run_files(self.out_dir)
-            if held and not overwrite:
-                raise ckpt.CheckpointError(
-                    f"{str(self.out_dir)!r} already holds a meta-training run ({', '.join(held)}); "
-                    "continue it with MetaTrainer.resume(out_dir) (`optizoo train --resume`), "
-                    "replace it with overwrite=True (`--overwrite`), or choose another folder"
-                )
+            # rank 0 decides (it is the only writer) and every rank learns the verdict together
+            held: list[str] = []
+            refusal = None
+            if self.rank == 0:
+                try:
+                    held = _run_files(self.out_dir)
+                except ckpt.CheckpointError as exc:
+                    refusal = str(exc)
+                if held and not overwrite:
+                    refusal = (
+                        f"{str(self.out_dir)!r} already holds a meta-training run "
+                        f"({', '.join(held)}); continue it with MetaTrainer.resume(out_dir) "
+                        "(`optizoo train --resume`), replace it with overwrite=True "
+                        "(`--overwrite`), or choose another folder"
+                    )
+            flag = torch.tensor([0.0 if refusal is None else 1.0], device=self.device)
+            if any(bool(f.item()) for f in ddp.all_gather(flag)):
+                raise ckpt.CheckpointError(refusal or f"rank 0 refused out_dir {str(out_dir)!r}")
             self._clear_out_dir = bool(held)
         self.verbose = bool(verbose)
         self.meta_step = 0
