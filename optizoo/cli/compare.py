@@ -179,7 +179,7 @@ def register(subparsers: Any) -> None:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Device and output paths are checked before the run, not after hours of it."""
-    from optizoo._cli_args import check_device, check_writable
+    from optizoo.cli.args import check_device, check_writable
 
     check_device(args.device)
     check_writable(args.plot, "--plot")

@@ -152,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     from optizoo import rules
-    from optizoo._cli_args import check_device
+    from optizoo.cli.args import check_device
     from optizoo.meta import distributed as ddp
     from optizoo.meta.checkpoint import CHECKPOINT_NAME
     from optizoo.meta.trainer import MetaConfig, MetaTrainer

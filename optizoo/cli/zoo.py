@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from optizoo._cli_args import SafeText, check_device, printable
+from optizoo.cli.args import SafeText, check_device, printable
 from optizoo.errors import OptizooError, WeightsError
 
 __all__ = ["register", "run_info", "run_list", "run_publish"]
