@@ -41,17 +41,20 @@ Tests register plugin objects inline, without installing anything::
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import re
 import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
 import pluggy
 
+from optizoo._version import __version__
 from optizoo.errors import PluginError, UnknownNameError
 
 __all__ = [
@@ -65,6 +68,7 @@ __all__ = [
     "get",
     "hookimpl",
     "hookspec",
+    "invalidate",
     "list_plugins",
     "plugin_manager",
     "problems",
@@ -84,6 +88,10 @@ ENTRY_POINT_GROUP = "optizoo"
 DISABLE_ENV = "OPTIZOO_DISABLE_PLUGINS"
 #: Name and distribution the built-ins are registered under.
 BUILTIN_NAME = "optizoo"
+#: The module holding optizoo's own hook implementations, imported by name when the plugin
+#: manager is created (as pytest loads its ``default_plugins``): the host never imports what it
+#: serves.
+BUILTIN_MODULE = "optizoo._builtins"
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
@@ -293,16 +301,11 @@ def plugin_manager() -> pluggy.PluginManager:
 
 
 def _load_plugin_manager() -> pluggy.PluginManager:
-    from importlib import metadata
-
-    from optizoo import _builtins
-    from optizoo._version import __version__
-
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(HookSpecs)
-    pm.register(_builtins, name=BUILTIN_NAME)
+    pm.register(importlib.import_module(BUILTIN_MODULE), name=BUILTIN_NAME)
     infos: dict[str, PluginInfo] = {
-        BUILTIN_NAME: PluginInfo(BUILTIN_NAME, BUILTIN_NAME, __version__, _builtins.__name__)
+        BUILTIN_NAME: PluginInfo(BUILTIN_NAME, BUILTIN_NAME, __version__, BUILTIN_MODULE)
     }
     blocked, block_all = _disabled_names()
     eps = sorted(
@@ -387,7 +390,7 @@ def _validate_value(kind: str, value: Any) -> tuple[Any, str | None]:
             return None, f"expected a Task subclass or a factory callable, got {value!r}"
         return value, None
     if kind == "preprocessors":
-        from optizoo.preprocess import Preprocessor
+        from optizoo.preprocess.base import Preprocessor
 
         if not (isinstance(value, type) and issubclass(value, Preprocessor)):
             return None, (f"expected a subclass of optizoo.preprocess.Preprocessor, got {value!r}")
@@ -678,6 +681,15 @@ def registered(plugin: object, name: str | None = None, **kwargs: Any) -> Iterat
         yield plugin_name
     finally:
         unregister(plugin_name)
+
+
+def invalidate() -> None:
+    """Rebuild every registry on next use, calling the hooks again (plugins stay loaded).
+
+    For when a hook's answer changed, e.g. a weight file was added to the shipped folder.
+    """
+    with _lock:
+        _host.registries = None
 
 
 def reset() -> None:

@@ -25,6 +25,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from optizoo._io import write_bytes_atomic as _atomic_bytes
 from optizoo.errors import WeightsError
 
 __all__ = ["add_to_shipped", "main", "read_manifest", "remove_from_shipped", "verify"]
@@ -39,7 +40,11 @@ def _paths(pretrained_dir: str | os.PathLike[str] | None) -> tuple[Path, Path, P
     return d, d / "MANIFEST.json", d / "DEFAULT"
 
 
-from optizoo._io import write_bytes_atomic as _atomic_bytes  # noqa: E402
+def _shipped_changed() -> None:
+    """The shipped files are registered through the plugin host: rebuild its registries."""
+    from optizoo import plugins
+
+    plugins.invalidate()
 
 
 def read_manifest(pretrained_dir: str | os.PathLike[str] | None = None) -> dict[str, str]:
@@ -115,6 +120,7 @@ def add_to_shipped(
     digest = sha256_file(dest)
     entries[fname] = digest
     _write_manifest(manifest, entries)
+    _shipped_changed()
     if default:
         _atomic_bytes(default_file, (name + "\n").encode("utf-8"))
     return dest
@@ -131,6 +137,7 @@ def remove_from_shipped(name: str, *, pretrained_dir: str | os.PathLike[str] | N
         raise ValueError(f"{name!r} is the default optimizer; make another one the default first")
     del entries[fname]
     _write_manifest(manifest, entries)
+    _shipped_changed()
     (folder / fname).unlink(missing_ok=True)
 
 

@@ -77,22 +77,20 @@ class Pretrained:
 
 
 def all_pretrained() -> dict[str, Pretrained]:
-    """Every named pretrained optimizer: shipped files first, then plugins'."""
+    """Every named pretrained optimizer, shipped files (source ``"optizoo"``) first.
+
+    Both come from the ``pretrained`` plugin registry (the shipped files through optizoo's own
+    ``optizoo_pretrained`` hook), so a name claimed twice raises
+    :class:`~optizoo.errors.PluginError` naming both distributions.
+    """
     from optizoo import plugins
 
-    out = {name: Pretrained(name, path, "optizoo") for name, path in shipped().items()}
-    for name, value in plugins.registry("pretrained").items():
-        if name in out:
-            continue
-        out[name] = Pretrained(name, Path(value), _source_of(name))
-    return out
-
-
-def _source_of(name: str) -> str:
-    from optizoo import plugins
-
-    finder = getattr(plugins, "source_of", None)
-    return finder("pretrained", name) if finder else "plugin"
+    entries = [
+        Pretrained(name, Path(value), plugins.source_of("pretrained", name))
+        for name, value in plugins.registry("pretrained").items()
+    ]
+    entries.sort(key=lambda e: e.source != "optizoo")  # stable: shipped first, then plugins
+    return {e.name: e for e in entries}
 
 
 def looks_like_path(spec: str | os.PathLike[str]) -> bool:

@@ -50,6 +50,7 @@ def shipped_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(registry, "PRETRAINED_DIR", d)
     monkeypatch.setattr(registry, "MANIFEST", d / "MANIFEST.json")
     monkeypatch.setattr(registry, "DEFAULT_NAME_FILE", d / "DEFAULT")
+    plugins.reset()  # the shipped files are registered through the plugin host
     return d
 
 
