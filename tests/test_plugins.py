@@ -31,14 +31,8 @@ from optizoo.rules import LSTMRule
 from optizoo.tasks.base import Problem, Task
 from optizoo.testing import ConformanceError, check_preprocessor, check_task
 
-
-@pytest.fixture(autouse=True)
-def fresh_host(monkeypatch: pytest.MonkeyPatch):
-    """Every test starts and ends with a fresh plugin host and no blocked plugins."""
-    monkeypatch.delenv(plugins.DISABLE_ENV, raising=False)
-    plugins.reset()
-    yield
-    plugins.reset()
+#: every test starts and ends with a fresh plugin host and no blocked plugins
+pytestmark = pytest.mark.usefixtures("fresh_plugins")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ Independent references used here:
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -34,12 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 T_975_DF3 = 3.18244630528371  # Student t quantile, 0.975, 3 degrees of freedom
 
 
-@pytest.fixture(autouse=True)
-def fresh_plugins(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.delenv(plugins.DISABLE_ENV, raising=False)
-    plugins.reset()
-    yield
-    plugins.reset()
+pytestmark = pytest.mark.usefixtures("fresh_plugins")
 
 
 @pytest.fixture
@@ -487,15 +481,10 @@ def test_publish_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert rc == 2 and "has no best_rule.safetensors" in err
 
 
-def test_docs_zoo_pages_are_up_to_date():
+def test_docs_zoo_pages_are_up_to_date(load_script):
     """docs/zoo.md and docs/zoo/*.md are generated from the shipped files: regenerate them with
     ``python scripts/build_zoo_docs.py`` after shipping a file."""
-    spec = importlib.util.spec_from_file_location(
-        "build_zoo_docs", ROOT / "scripts" / "build_zoo_docs.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    pages = module.build(ROOT)
+    pages = load_script("build_zoo_docs").build(ROOT)
     assert ROOT / "docs" / "zoo.md" in pages
     for path, text in pages.items():
         assert path.is_file() and path.read_text() == text, f"{path} is stale"
