@@ -29,6 +29,7 @@ from optizoo.tasks.datasets import EpochSampler, load_digits, read_idx
 from optizoo.tasks.linreg import LinRegTask
 from optizoo.tasks.mlp import MLPTask
 from optizoo.tasks.quadratic import QuadraticTask
+from optizoo.testing import check_task
 
 
 def gen(seed: int) -> torch.Generator:
@@ -102,8 +103,7 @@ ALL_TASKS = [
 
 @pytest.mark.parametrize("task", ALL_TASKS, ids=repr)
 def test_builtin_tasks_pass_the_task_conformance_suite(task) -> None:
-    testing_tasks = pytest.importorskip("optizoo.testing")
-    report = testing_tasks.check_task(task, second_order=True)  # raises listing any failure
+    report = check_task(task, second_order=True)  # raises listing any failure
     assert not report.failed and not report.skipped
 
 
