@@ -106,6 +106,14 @@ KINDS: dict[str, str] = {
     "rules": "optizoo_rules",
 }
 
+#: registry kind -> what one entry is called in messages
+_ENTRY: dict[str, str] = {
+    "tasks": "task",
+    "preprocessors": "preprocessor",
+    "pretrained": "pretrained optimizer",
+    "rules": "rule",
+}
+
 #: What a registry name may look like: ``inn-gaussian``, ``log_sign``, ``lstm.v1``.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 
@@ -468,7 +476,7 @@ def _collect() -> None:
                     other = _host.infos[owner]
                     if owner == BUILTIN_NAME:
                         warnings.warn(
-                            f"optizoo plugin {info.label()} claims the built-in {kind[:-1]} name "
+                            f"optizoo plugin {info.label()} claims the built-in {_ENTRY[kind]} name "
                             f"{entry!r}; the built-in keeps it and only that entry of the plugin "
                             "is ignored (rename it in the plugin)",
                             PluginWarning,
@@ -476,7 +484,7 @@ def _collect() -> None:
                         )
                         continue
                     problems[kind].append(
-                        f"{kind[:-1]} name {entry!r} is claimed by both {other.label()} and "
+                        f"{_ENTRY[kind]} name {entry!r} is claimed by both {other.label()} and "
                         f"{info.label()}; uninstall one, or block it with "
                         f"{DISABLE_ENV}={info.name}"
                     )
@@ -565,9 +573,7 @@ def registry(kind: str) -> dict[str, Any]:
 
 def _builtin(kind: str, name: str) -> Any:
     """The built-in entry ``name`` of ``kind``, or ``None``: found without loading any plugin."""
-    from optizoo import _builtins
-
-    hook = getattr(_builtins, KINDS[kind], None)
+    hook = getattr(importlib.import_module(BUILTIN_MODULE), KINDS[kind], None)
     return (hook() or {}).get(name) if hook is not None else None
 
 
@@ -585,7 +591,7 @@ def get(kind: str, name: str) -> Any:
     reg = registry(kind)
     if name not in reg:
         known = ", ".join(sorted(reg)) or "none"
-        msg = f"no {kind[:-1]} named {name!r}; available: {known}"
+        msg = f"no {_ENTRY[kind]} named {name!r}; available: {known}"
         failed = [i for i in _host.infos.values() if i.status == "failed"]
         if failed:
             msg += (

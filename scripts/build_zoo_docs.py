@@ -119,7 +119,15 @@ rule in memory, `optizoo.publish.publish.publish_rule(rule, name, out_dir, train
    an optimizer meant for neural networks needs;
 4. writes `dist/my-lstm.safetensors` (the weights; the training record and the metrics in its
    metadata), `dist/my-lstm.md` (the card), `dist/my-lstm.png` (loss curves) and
-   `dist/my-lstm-meta-training.png` (the run's learning curve), each atomically.
+   `dist/my-lstm-meta-training.png` (the run's learning curve) as one unit: everything is
+   staged in a temporary folder and moved into place under a lock (a second `publish` of the
+   same name at the same time is refused), the old card removed first and the new card last,
+   so a card always names the sha256 of the weight file beside it.
+
+Publishing refuses, before writing anything, weights with `nan`/`inf` and a name that `--out`
+already holds (pass `--overwrite` to replace it). `--baselines none` publishes without a
+comparison (the card then says so). Cards escape HTML found in a file's metadata, and
+`optizoo info`/`optizoo list` strip terminal escape sequences from it.
 
 Without `--description` the description is generated from the record and says whether the
 optimizer beats or loses to each tuned baseline. The published file loads by path right away:

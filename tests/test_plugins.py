@@ -162,26 +162,30 @@ def test_two_plugins_claiming_one_name_is_an_error_naming_both() -> None:
         assert plugins.problems() == {"preprocessors": [message.split("\n  ")[1]]}
 
 
-def test_a_plugin_claiming_a_shipped_weights_name_is_a_conflict_like_any_other(
+def test_a_plugin_claiming_a_shipped_weights_name_follows_the_built_in_conflict_rule(
     tmp_path: Path,
 ) -> None:
-    """Shipped weight files come through optizoo's own ``optizoo_pretrained`` hook: a plugin
-    offering a file under a shipped name is refused with both names, not silently shadowed."""
+    """Shipped weight files come through optizoo's own ``optizoo_pretrained`` hook, so a plugin
+    offering a file under a shipped name is treated like one claiming any built-in name: it
+    loses that entry with a warning naming it, keeps its other entries, and the name is never
+    listed as the plugin's (it used to be)."""
     shipped = optizoo.zoo.registry.shipped()
     name = sorted(shipped)[0]
     fake = tmp_path / "impostor.safetensors"
     fake.write_bytes(shipped[name].read_bytes())
+    own = tmp_path / "own.safetensors"
+    own.write_bytes(shipped[name].read_bytes())
     assert plugins.source_of("pretrained", name) == "optizoo"
-    clash = returning("optizoo_pretrained", {name: str(fake)})
+    clash = returning("optizoo_pretrained", {name: str(fake), "impostor-own": str(own)})
     with plugins.registered(clash, name="impostor", dist="optizoo-impostor", version="0.1"):
-        with pytest.raises(PluginError) as err:
-            optizoo.list_pretrained()
-        message = str(err.value)
-        assert f"{name!r} is claimed by both optizoo {optizoo.__version__}" in message
-        assert "optizoo-impostor 0.1" in message
-        with pytest.raises(PluginError, match="claimed by both"):
-            optizoo.load_rule(name)
-    assert optizoo.zoo.registry.all_pretrained()[name].path == shipped[name]
+        with pytest.warns(
+            optizoo.PluginWarning, match=f"claims the built-in pretrained optimizer name {name!r}"
+        ):
+            listed = {e["name"]: e for e in optizoo.list_pretrained()}
+        assert listed[name]["source"] == "optizoo" and listed[name]["path"] == str(shipped[name])
+        assert listed["impostor-own"]["source"] == "optizoo-impostor"
+        assert plugins.source_of("pretrained", name) == "optizoo"
+        assert optizoo.zoo.registry.resolve(name) == (shipped[name], name)
 
 
 @pytest.mark.parametrize(

@@ -49,26 +49,10 @@ def _shipped_changed() -> None:
 
 def read_manifest(pretrained_dir: str | os.PathLike[str] | None = None) -> dict[str, str]:
     """``{file name: sha256}`` of the shipped folder (``{}`` when there is no manifest)."""
+    from optizoo.zoo.registry import parse_manifest
+
     _, manifest, _ = _paths(pretrained_dir)
-    if not manifest.is_file():
-        return {}
-    try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise WeightsError(f"{str(manifest)!r} is not valid JSON: {exc}") from exc
-    except (OSError, UnicodeDecodeError, RecursionError) as exc:
-        raise WeightsError(f"{str(manifest)!r} cannot be read: {type(exc).__name__}") from None
-    if not isinstance(data, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
-    ):
-        raise WeightsError(f"{str(manifest)!r} must map file names to sha256 strings")
-    bad = [k for k in data if Path(k).name != k or not k.endswith(".safetensors")]
-    if bad:
-        raise WeightsError(
-            f"{str(manifest)!r} lists {bad[:3]}: entries must be plain .safetensors file names "
-            "in the pretrained folder"
-        )
-    return data
+    return parse_manifest(manifest)
 
 
 def _write_manifest(manifest: Path, entries: dict[str, str]) -> None:
