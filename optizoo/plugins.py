@@ -176,7 +176,7 @@ class HookSpecs:
         ``.safetensors`` written by :func:`optizoo.save_rule` (ship it as package data and
         locate it with ``importlib.resources.files(__package__) / "weights.safetensors"``).
         Registered files are listed by ``optizoo.list_pretrained()`` and loaded by name with
-        ``LSTMOptimizer(params, weights=name)`` / ``optizoo.load_pretrained(name)``.
+        ``LSTMOptimizer(params, weights=name)`` / ``optizoo.load_pretrained(name, params)``.
         """
 
     @hookspec

@@ -615,3 +615,16 @@ def test_same_problem_on_cuda(task) -> None:
         assert pg[k].device.type == "cuda"
         torch.testing.assert_close(pg[k].cpu(), pc[k])
     torch.testing.assert_close(gpu.loss(pg, 7).cpu(), cpu.loss(pc, 7), rtol=1e-4, atol=1e-4)
+
+
+def test_instance_count_and_per_instance_scale() -> None:
+    from optizoo.tasks.base import instance_count, per_instance_scale
+
+    quad = tasks.get("quadratic", batch=7).sample(torch.Generator().manual_seed(0))
+
+    class Bare:  # a duck-typed problem that does not declare num_instances
+        pass
+
+    assert instance_count(quad) == 7.0 and instance_count(Bare()) == 1.0
+    scale = per_instance_scale([quad, Bare()])
+    assert scale.dtype == torch.float64 and scale.tolist() == [1 / 7, 1.0]

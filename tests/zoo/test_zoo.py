@@ -501,3 +501,19 @@ def test_summary_phrase_counts_the_held_out_suite_without_a_training_comparison(
     assert summary_phrase({"generalization": {"rows": rows}}).endswith(", diverged in 1")
     assert summary_phrase({"generalization": {"rows": []}}) == ""
     assert summary_phrase({}) == ""
+
+
+def test_load_pretrained_returns_an_optimizer_and_load_rule_a_rule():
+    from optizoo.optim import LearnedOptimizer
+    from optizoo.rules.base import UpdateRule
+
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = optizoo.load_pretrained("lstm-quadratic", [p], lr=0.5)
+    assert type(opt) is LearnedOptimizer and opt.weights_name == "lstm-quadratic"
+    assert opt.param_groups[0]["lr"] == 0.5
+    rule = optizoo.load_rule("lstm-quadratic")
+    assert isinstance(rule, UpdateRule) and same_weights(rule, opt.rule)
+    with pytest.raises(
+        TypeError, match=r"needs the parameters.*optizoo.load_rule\('lstm-quadratic'\)"
+    ):
+        optizoo.load_pretrained("lstm-quadratic")
