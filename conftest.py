@@ -4,12 +4,10 @@ Tests use tiny tensors: one intra-op thread is as fast and avoids OpenMP spin-wa
 small shared CI machines. Benchmarks (benchmarks/) do not import this.
 """
 
+import pytest
 import torch
 
 torch.set_num_threads(1)
-
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture

@@ -1,18 +1,18 @@
-"""Meta-training throughput and memory: optizoo's MetaTrainer against a seed-003-style loop.
+"""Meta-training throughput and memory: optizoo's MetaTrainer against a reference-style loop.
 
-Workload (Andrychowicz et al. 2016 / seed 003): the quadratic task, 128 problems ``||Wθ - y||²``
+Workload (Andrychowicz et al. 2016): the quadratic task, 128 problems ``||Wθ - y||²``
 (``W`` 10×10) per batch, unroll 20, horizon 100, Adam meta-optimizer. The unit is the
 **problem-step**: one of the 128 problems advanced by one optimizer step inside meta-training.
 
 * ours: ``MetaTrainer.step()`` — the coordinate-wise ``LSTMRule`` (2×20, log-and-sign inputs) over
   all 1280 coordinates as one batch, optimizee gradients via ``autograd.grad`` on a flat vector,
   meta-gradient per truncation, graph cut at every truncation boundary.
-* reference: a straightforward re-implementation of seed 003's loop, written here: an
+* reference: a straightforward copy of the learning-to-learn re-implementation's loop, written here: an
   ``nn.LSTM(10, 20, 2)`` + ``Linear(20, 10)`` over each problem's whole 10-dim gradient vector
   (not coordinate-wise), per-step ``loss.backward(retain_graph=True)`` to get the optimizee
   gradient, per-step losses kept (with their graphs) for the whole horizon, meta-loss
-  ``Σ f`` per truncation backpropagated with ``retain_graph=True``. Unlike seed 003 the optimizee
-  parameters carry over from one truncation to the next (seed 003 restarts every truncation from
+  ``Σ f`` per truncation backpropagated with ``retain_graph=True``. Unlike the learning-to-learn re-implementation the optimizee
+  parameters carry over from one truncation to the next (the learning-to-learn re-implementation restarts every truncation from
   θ0, a bug), and the gradient fed to the LSTM is cloned (modern autograd accumulates later
   backward passes into ``x.grad`` in place). Both run in the same process, interleaved, with the
   same thread count.
@@ -43,11 +43,11 @@ from optizoo.meta.memory import GraphMeter
 PROBLEMS, DIM, UNROLL = 128, 10, 20
 
 
-# ------------------------------------------------------------------ the seed-003-style reference
+# ------------------------------------------------------------------ the reference-style reference
 
 
-class Seed003LSTM(nn.Module):
-    """Seed 003's optimizer: one LSTM step over the whole 10-dim gradient of each problem."""
+class ReferenceLSTM(nn.Module):
+    """The PyTorch re-implementation of Andrychowicz et al. (2016)'s optimizer: one LSTM step over the whole 10-dim gradient of each problem."""
 
     def __init__(self, dim: int = DIM, hidden: int = 20, layers: int = 2) -> None:
         super().__init__()
@@ -60,16 +60,16 @@ class Seed003LSTM(nn.Module):
 
 
 def _f(W: torch.Tensor, Y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Seed 003's quadratic: mean over the 128 problems of ||W x - y||²."""
+    """The PyTorch re-implementation of Andrychowicz et al. (2016)'s quadratic: mean over the 128 problems of ||W x - y||²."""
     return ((torch.matmul(W, x.unsqueeze(-1)).squeeze(-1) - Y) ** 2).sum(dim=1).mean(dim=0)
 
 
 class Reference:
-    """Seed 003's meta-training loop (see the module docstring for the two fixes)."""
+    """The PyTorch re-implementation of Andrychowicz et al. (2016)'s meta-training loop (see the module docstring for the two fixes)."""
 
     def __init__(self, meta_lr: float = 3e-3) -> None:
         torch.manual_seed(0)
-        self.net = Seed003LSTM()
+        self.net = ReferenceLSTM()
         self.opt = torch.optim.Adam(self.net.parameters(), lr=meta_lr)
         self.gen = torch.Generator().manual_seed(0)
 
@@ -79,7 +79,7 @@ class Reference:
         Y = torch.randn(PROBLEMS, DIM, generator=self.gen)
         x = torch.zeros(PROBLEMS, DIM, requires_grad=True)
         state = None
-        losses = []  # seed 003 keeps every loss, graph included, in Learner.losses
+        losses = []  # the learning-to-learn re-implementation keeps every loss, graph included, in Learner.losses
         for _ in range(horizon // UNROLL):
             x = x.detach().requires_grad_(True)
             global_loss = 0
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         o = mem[("ours", h1)][key] / max(mem[("ours", h0)][key], 1e-9)
         r = mem[("reference", h1)][key] / max(mem[("reference", h0)][key], 1e-9)
         rows.append((f"{label}: horizon {h1} / horizon {h0}", f"{o:.2f}×", f"{r:.2f}×", ""))
-    header = ("measure", "optizoo MetaTrainer", "seed-003-style loop", "ours / reference")
+    header = ("measure", "optizoo MetaTrainer", "reference-style loop", "ours / reference")
     info = (
         f"torch {torch.__version__}, {args.threads} thread(s), {os.cpu_count()} CPU(s); "
         f"quadratic 128×(10×10), unroll {UNROLL}; per-round ratios: "

@@ -1,4 +1,4 @@
-"""Fit the thermometer data (seed 001) with torch.optim.SGD and with optizoo.LSTMOptimizer.
+"""Fit the thermometer data (a linear-regression tutorial) with torch.optim.SGD and with optizoo.LSTMOptimizer.
 
 The model is t_y ≈ w · (0.1 · t_x) + b with mean squared error. The only line that differs
 between the runs is the optimizer's construction. The least-squares solution (numpy) is printed
@@ -16,7 +16,7 @@ import torch
 
 import optizoo
 
-# Seed 001 (linear regression by hand and with autograd): Celsius vs unknown units.
+# The thermometer tutorial (linear regression by hand and with autograd): Celsius vs unknown units.
 T_Y = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
 T_X = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
 

@@ -1,4 +1,10 @@
-"""optizoo's own built-ins, registered through the same hooks as third-party plugins."""
+"""optizoo's own built-ins, registered through the same hooks as third-party plugins.
+
+The plugin host imports this module by name (:data:`optizoo.plugins.BUILTIN_MODULE`); each hook
+imports what it contributes only when called. The weight files shipped in
+``optizoo/zoo/pretrained/`` come through :func:`optizoo_pretrained`, so a plugin claiming one of
+their names is a conflict like any other.
+"""
 
 from __future__ import annotations
 
@@ -41,4 +47,6 @@ def optizoo_tasks() -> dict[str, Any]:
 
 @hookimpl
 def optizoo_pretrained() -> dict[str, Any]:
-    return {}
+    from optizoo.zoo.registry import shipped
+
+    return dict(shipped())

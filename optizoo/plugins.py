@@ -41,17 +41,20 @@ Tests register plugin objects inline, without installing anything::
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import re
 import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
 import pluggy
 
+from optizoo._version import __version__
 from optizoo.errors import PluginError, UnknownNameError
 
 __all__ = [
@@ -65,6 +68,7 @@ __all__ = [
     "get",
     "hookimpl",
     "hookspec",
+    "invalidate",
     "list_plugins",
     "plugin_manager",
     "problems",
@@ -84,6 +88,10 @@ ENTRY_POINT_GROUP = "optizoo"
 DISABLE_ENV = "OPTIZOO_DISABLE_PLUGINS"
 #: Name and distribution the built-ins are registered under.
 BUILTIN_NAME = "optizoo"
+#: The module holding optizoo's own hook implementations, imported by name when the plugin
+#: manager is created (as pytest loads its ``default_plugins``): the host never imports what it
+#: serves.
+BUILTIN_MODULE = "optizoo._builtins"
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
@@ -96,6 +104,14 @@ KINDS: dict[str, str] = {
     "preprocessors": "optizoo_preprocessors",
     "pretrained": "optizoo_pretrained",
     "rules": "optizoo_rules",
+}
+
+#: registry kind -> what one entry is called in messages
+_ENTRY: dict[str, str] = {
+    "tasks": "task",
+    "preprocessors": "preprocessor",
+    "pretrained": "pretrained optimizer",
+    "rules": "rule",
 }
 
 #: What a registry name may look like: ``inn-gaussian``, ``log_sign``, ``lstm.v1``.
@@ -160,7 +176,7 @@ class HookSpecs:
         ``.safetensors`` written by :func:`optizoo.save_rule` (ship it as package data and
         locate it with ``importlib.resources.files(__package__) / "weights.safetensors"``).
         Registered files are listed by ``optizoo.list_pretrained()`` and loaded by name with
-        ``LSTMOptimizer(params, weights=name)`` / ``optizoo.load_pretrained(name)``.
+        ``LSTMOptimizer(params, weights=name)`` / ``optizoo.load_pretrained(name, params)``.
         """
 
     @hookspec
@@ -293,16 +309,11 @@ def plugin_manager() -> pluggy.PluginManager:
 
 
 def _load_plugin_manager() -> pluggy.PluginManager:
-    from importlib import metadata
-
-    from optizoo import _builtins
-    from optizoo._version import __version__
-
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(HookSpecs)
-    pm.register(_builtins, name=BUILTIN_NAME)
+    pm.register(importlib.import_module(BUILTIN_MODULE), name=BUILTIN_NAME)
     infos: dict[str, PluginInfo] = {
-        BUILTIN_NAME: PluginInfo(BUILTIN_NAME, BUILTIN_NAME, __version__, _builtins.__name__)
+        BUILTIN_NAME: PluginInfo(BUILTIN_NAME, BUILTIN_NAME, __version__, BUILTIN_MODULE)
     }
     blocked, block_all = _disabled_names()
     eps = sorted(
@@ -387,7 +398,7 @@ def _validate_value(kind: str, value: Any) -> tuple[Any, str | None]:
             return None, f"expected a Task subclass or a factory callable, got {value!r}"
         return value, None
     if kind == "preprocessors":
-        from optizoo.preprocess import Preprocessor
+        from optizoo.preprocess.base import Preprocessor
 
         if not (isinstance(value, type) and issubclass(value, Preprocessor)):
             return None, (f"expected a subclass of optizoo.preprocess.Preprocessor, got {value!r}")
@@ -465,7 +476,7 @@ def _collect() -> None:
                     other = _host.infos[owner]
                     if owner == BUILTIN_NAME:
                         warnings.warn(
-                            f"optizoo plugin {info.label()} claims the built-in {kind[:-1]} name "
+                            f"optizoo plugin {info.label()} claims the built-in {_ENTRY[kind]} name "
                             f"{entry!r}; the built-in keeps it and only that entry of the plugin "
                             "is ignored (rename it in the plugin)",
                             PluginWarning,
@@ -473,7 +484,7 @@ def _collect() -> None:
                         )
                         continue
                     problems[kind].append(
-                        f"{kind[:-1]} name {entry!r} is claimed by both {other.label()} and "
+                        f"{_ENTRY[kind]} name {entry!r} is claimed by both {other.label()} and "
                         f"{info.label()}; uninstall one, or block it with "
                         f"{DISABLE_ENV}={info.name}"
                     )
@@ -562,9 +573,7 @@ def registry(kind: str) -> dict[str, Any]:
 
 def _builtin(kind: str, name: str) -> Any:
     """The built-in entry ``name`` of ``kind``, or ``None``: found without loading any plugin."""
-    from optizoo import _builtins
-
-    hook = getattr(_builtins, KINDS[kind], None)
+    hook = getattr(importlib.import_module(BUILTIN_MODULE), KINDS[kind], None)
     return (hook() or {}).get(name) if hook is not None else None
 
 
@@ -582,7 +591,7 @@ def get(kind: str, name: str) -> Any:
     reg = registry(kind)
     if name not in reg:
         known = ", ".join(sorted(reg)) or "none"
-        msg = f"no {kind[:-1]} named {name!r}; available: {known}"
+        msg = f"no {_ENTRY[kind]} named {name!r}; available: {known}"
         failed = [i for i in _host.infos.values() if i.status == "failed"]
         if failed:
             msg += (
@@ -678,6 +687,15 @@ def registered(plugin: object, name: str | None = None, **kwargs: Any) -> Iterat
         yield plugin_name
     finally:
         unregister(plugin_name)
+
+
+def invalidate() -> None:
+    """Rebuild every registry on next use, calling the hooks again (plugins stay loaded).
+
+    For when a hook's answer changed, e.g. a weight file was added to the shipped folder.
+    """
+    with _lock:
+        _host.registries = None
 
 
 def reset() -> None:

@@ -18,14 +18,15 @@ from pathlib import Path
 
 import torch
 
+# a sibling script (run as ``python scripts/ship_lstm_mlp.py``, scripts/ is on sys.path)
+from ship_lstm_quadratic import evaluate_suite, generalization_record
+
 import optizoo
 from optizoo.compare.evaluate import EvalReport
 from optizoo.zoo.format import read_metadata, rule_from_file
 from optizoo.zoo.manifest import add_to_shipped
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-from ship_lstm_quadratic import evaluate_suite, generalization_record  # noqa: E402
 
 NAME = "lstm-mlp"
 DESCRIPTION = (

@@ -31,14 +31,8 @@ from optizoo.rules import LSTMRule
 from optizoo.tasks.base import Problem, Task
 from optizoo.testing import ConformanceError, check_preprocessor, check_task
 
-
-@pytest.fixture(autouse=True)
-def fresh_host(monkeypatch: pytest.MonkeyPatch):
-    """Every test starts and ends with a fresh plugin host and no blocked plugins."""
-    monkeypatch.delenv(plugins.DISABLE_ENV, raising=False)
-    plugins.reset()
-    yield
-    plugins.reset()
+#: every test starts and ends with a fresh plugin host and no blocked plugins
+pytestmark = pytest.mark.usefixtures("fresh_plugins")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,6 +160,32 @@ def test_two_plugins_claiming_one_name_is_an_error_naming_both() -> None:
         # other registries are unaffected
         assert "lstm" in plugins.registry("rules")
         assert plugins.problems() == {"preprocessors": [message.split("\n  ")[1]]}
+
+
+def test_a_plugin_claiming_a_shipped_weights_name_follows_the_built_in_conflict_rule(
+    tmp_path: Path,
+) -> None:
+    """Shipped weight files come through optizoo's own ``optizoo_pretrained`` hook, so a plugin
+    offering a file under a shipped name is treated like one claiming any built-in name: it
+    loses that entry with a warning naming it, keeps its other entries, and the name is never
+    listed as the plugin's (it used to be)."""
+    shipped = optizoo.zoo.registry.shipped()
+    name = sorted(shipped)[0]
+    fake = tmp_path / "impostor.safetensors"
+    fake.write_bytes(shipped[name].read_bytes())
+    own = tmp_path / "own.safetensors"
+    own.write_bytes(shipped[name].read_bytes())
+    assert plugins.source_of("pretrained", name) == "optizoo"
+    clash = returning("optizoo_pretrained", {name: str(fake), "impostor-own": str(own)})
+    with plugins.registered(clash, name="impostor", dist="optizoo-impostor", version="0.1"):
+        with pytest.warns(
+            optizoo.PluginWarning, match=f"claims the built-in pretrained optimizer name {name!r}"
+        ):
+            listed = {e["name"]: e for e in optizoo.list_pretrained()}
+        assert listed[name]["source"] == "optizoo" and listed[name]["path"] == str(shipped[name])
+        assert listed["impostor-own"]["source"] == "optizoo-impostor"
+        assert plugins.source_of("pretrained", name) == "optizoo"
+        assert optizoo.zoo.registry.resolve(name) == (shipped[name], name)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ Protocol (what makes the numbers trustworthy):
 - **Curves.** ``train[i, t] = f_i(θ_t) / num_instances`` for ``t = 0 .. steps`` (``steps + 1``
   values: the loss at the initial point, at each point the optimizer stepped from, and at the
   final point). *Final loss* is ``train[:, steps]``; *sum of losses* is
-  ``Σ_{t=0}^{steps-1} train[:, t]``, the per-step losses seen while optimizing (seed 003's
+  ``Σ_{t=0}^{steps-1} train[:, t]``, the per-step losses seen while optimizing (the learning-to-learn re-implementation's
   metric). A run whose loss becomes non-finite is stopped and its remaining entries are ``inf``.
 - **Intervals.** mean ± Student-t 95% half-width over problems (:mod:`optizoo.compare.stats`).
 """

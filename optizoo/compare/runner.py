@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from optizoo.compare.records import Trajectories
 from optizoo.compare.specs import OptimizerFactory
-from optizoo.tasks.base import Problem, Task
+from optizoo.tasks.base import Problem, Task, instance_count
 
 __all__ = ["num_threads", "problem_seeds", "resolve_task", "run_trajectories"]
 
@@ -117,7 +117,7 @@ def run_trajectories(
         problem: Problem = task.sample(torch.Generator().manual_seed(int(seed)), device)
         params = {k: nn.Parameter(v.detach().clone()) for k, v in problem.params().items()}
         opt = factory(list(params.values()))
-        scale = 1.0 / float(getattr(problem, "num_instances", 1) or 1)
+        scale = 1.0 / instance_count(problem)
         losses: list[Tensor] = []
         for t in range(steps + 1):
             if has_test and t in t_index:

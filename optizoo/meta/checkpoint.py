@@ -20,6 +20,14 @@ from typing import Any
 
 import torch
 
+from optizoo._io import (
+    FolderLocked,
+    atomic_write,
+    folder_lock,
+    remove_stale_temps,
+)
+from optizoo.errors import CheckpointError  # re-exported: its former home
+
 __all__ = [
     "BEST_RULE_NAME",
     "CHECKPOINT_FORMAT",
@@ -51,14 +59,6 @@ RUN_FILES = (CHECKPOINT_NAME, METRICS_NAME, CURVE_NAME, BEST_RULE_NAME, FINAL_RU
 #: schema version of :data:`CHECKPOINT_NAME`
 CHECKPOINT_FORMAT = 2
 
-
-from optizoo._io import (  # noqa: E402
-    FolderLocked,
-    atomic_write,
-    folder_lock,
-    remove_stale_temps,
-)
-from optizoo.errors import CheckpointError  # noqa: E402 - re-exported (historical home)
 
 #: every key a checkpoint payload carries, with the type its value must have
 _SCHEMA: dict[str, type | tuple[type, ...]] = {

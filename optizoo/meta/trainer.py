@@ -52,7 +52,7 @@ from optizoo.meta.plots import learning_curve
 from optizoo.meta.unroll import Layout, rollout, unroll_flat
 from optizoo.rules.base import State, UpdateRule
 from optizoo.tasks import task_config
-from optizoo.tasks.base import Problem, Task
+from optizoo.tasks.base import Problem, Task, per_instance_scale
 
 __all__ = ["MetaConfig", "MetaTrainer", "learning_curve", "problem_seeds"]
 
@@ -354,10 +354,7 @@ class MetaTrainer:
         layout = Layout(plist)
         if self._layout is None or layout.sizes != self._layout.sizes:
             self._layout = layout
-        self._scale = torch.tensor(
-            [1.0 / float(getattr(p, "num_instances", 1) or 1) for p in problems],
-            dtype=torch.float64,
-        )
+        self._scale = per_instance_scale(problems)
         flat = layout.flatten(plist).detach()
         with torch.no_grad():
             state = self.rule.init_state(flat)

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from optizoo.rules.base import State, UpdateRule
-from optizoo.tasks.base import Problem
+from optizoo.tasks.base import Problem, per_instance_scale
 
 __all__ = ["Layout", "UnrollResult", "rollout", "unroll"]
 
@@ -287,9 +287,7 @@ def rollout(
     plist = [p.params() for p in problems]
     layout = Layout(plist)
     flat = layout.flatten(plist).detach()
-    scale = torch.tensor(
-        [1.0 / float(getattr(p, "num_instances", 1) or 1) for p in problems], dtype=torch.float64
-    )
+    scale = per_instance_scale(problems)
     needs_param = bool(getattr(rule, "needs_param", False))
     with torch.no_grad():
         state = rule.init_state(flat)

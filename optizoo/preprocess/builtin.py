@@ -10,7 +10,17 @@ from torch import Tensor
 
 from optizoo.preprocess.base import Preprocessor
 
-__all__ = ["Identity", "LogSign"]
+__all__ = ["Identity", "LogSign", "log_and_sign"]
+
+
+def log_and_sign(grad: Tensor, p: float = 10.0) -> tuple[Tensor, Tensor]:
+    """The two log-and-sign features of each coordinate of ``grad`` (any shape), each shaped
+    like ``grad``: ``(log|g| / p, sign g)`` for ``|g| >= e^-p``, else ``(-1, e^p g)``."""
+    big = grad.abs() >= math.exp(-p)
+    # clamp_min keeps log finite on the branch that is discarded (no NaN in gradients)
+    log_part = torch.where(big, grad.abs().clamp_min(math.exp(-p)).log() / p, -1.0)
+    sign_part = torch.where(big, torch.sign(grad), grad * math.exp(p))
+    return log_part, sign_part
 
 
 class Identity(Preprocessor):
@@ -48,12 +58,7 @@ class LogSign(Preprocessor):
         self.p = float(p)
 
     def forward(self, grad: Tensor) -> Tensor:
-        p = self.p
-        big = grad.abs() >= math.exp(-p)
-        # clamp_min keeps log finite on the branch that is discarded (no NaN in gradients)
-        log_part = torch.where(big, grad.abs().clamp_min(math.exp(-p)).log() / p, -1.0)
-        sign_part = torch.where(big, torch.sign(grad), grad * math.exp(p))
-        return torch.stack((log_part, sign_part), dim=-1)
+        return torch.stack(log_and_sign(grad, self.p), dim=-1)
 
     def config(self) -> dict[str, Any]:
         return {"p": self.p}

@@ -41,6 +41,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from optizoo._io import write_text_atomic
 from optizoo.compare.stats import Interval, format_interval
 
 __all__ = [
@@ -84,9 +85,6 @@ _TABLE_SKIP = {"evaluation", "generalization", "meta_config"}
 
 
 # --------------------------------------------------------------------------- small helpers
-
-
-from optizoo._io import write_text_atomic  # noqa: E402 - re-exported
 
 
 def _interval(d: Any) -> Interval | None:

@@ -419,8 +419,9 @@ def _publish_locked(
     task: Any, task_args: Any, evaluate: bool, evaluate_options: Any, threads: Any, device: Any,
     verbose: bool, metrics_rows: Any, overwrite: bool, horizon: int | None,
 ) -> Published:  # fmt: skip
+    from optizoo._io import write_text_atomic
     from optizoo.compare import compare
-    from optizoo.publish.card import model_card, write_text_atomic
+    from optizoo.publish.card import model_card
     from optizoo.zoo.format import read_metadata, save_rule
     from optizoo.zoo.registry import sha256_file
 

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from optizoo._validate import nonnegative_finite, positive_finite, unit_interval
+from optizoo.preprocess.builtin import log_and_sign
 
 __all__ = ["FEATURE_STATE_KEYS", "Features"]
 
@@ -141,10 +142,7 @@ class Features(nn.Module):
         if self.gradient:
             feats.append((grad / denom).unsqueeze(1))
         if self.log_sign:
-            p = 10.0
-            big = grad.abs() >= math.exp(-p)
-            log_part = torch.where(big, grad.abs().clamp_min(math.exp(-p)).log() / p, -1.0)
-            sign_part = torch.where(big, torch.sign(grad), grad * math.exp(p))
+            log_part, sign_part = log_and_sign(grad, p=10.0)
             feats += [log_part.unsqueeze(1), sign_part.unsqueeze(1)]
         if self.param:
             if param is None:

@@ -16,6 +16,7 @@ driven by any ``torch.optim`` optimizer)::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -61,3 +62,14 @@ class Task:
     ) -> Problem:
         """Draw one problem using ``generator`` (a CPU ``torch.Generator``) for all randomness."""
         raise NotImplementedError
+
+
+def instance_count(problem: object) -> float:
+    """How many independent problems ``problem.loss`` sums over (``num_instances``; 1 when the
+    problem does not say). Reports and meta-objectives divide losses by it."""
+    return float(getattr(problem, "num_instances", 1) or 1)
+
+
+def per_instance_scale(problems: Sequence[object]) -> Tensor:
+    """``1 / num_instances`` of each problem: float64 ``[len(problems)]``."""
+    return torch.tensor([1.0 / instance_count(p) for p in problems], dtype=torch.float64)

@@ -1,6 +1,6 @@
 """Linear regression on the thermometer data: the smallest real optimizee.
 
-Data (from the linear-regression-with-autograd walkthrough this project started from, seed 001):
+Data (the thermometer linear-regression tutorial, solved by hand and with autograd):
 11 paired readings of one temperature in unknown units ``t_x`` and in Celsius ``t_y``. The model is
 ``t_y ≈ w · x + b`` with ``x = 0.1 · t_x`` and the loss is the mean squared error over the 11
 points. The factor 0.1 is the source's normalization ("multiply the input by 0.1"): on raw
@@ -26,9 +26,9 @@ from optizoo.tasks.datasets import check_dtype, check_generator, dtype_name, res
 
 __all__ = ["THERMOMETER_X", "THERMOMETER_Y", "LinRegProblem", "LinRegTask", "LinearModel"]
 
-#: readings in the unknown unit (seed 001's ``t_x``)
+#: readings in the unknown unit (the thermometer tutorial's ``t_x``)
 THERMOMETER_X = (35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4)
-#: the same readings in Celsius (seed 001's ``t_y``)
+#: the same readings in Celsius (the thermometer tutorial's ``t_y``)
 THERMOMETER_Y = (0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0)
 
 _INITS = ("reference", "random")

@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from optizoo.tasks.base import Problem, Task
+from optizoo.tasks.base import Problem, Task, instance_count
 
 __all__ = ["MixTask", "ScaledProblem"]
 
@@ -56,7 +56,7 @@ class ScaledProblem(Problem):
         self.scale = float(scale)
         self.component = int(component)
         self.norm = float(norm)
-        self.num_instances = float(getattr(inner, "num_instances", 1) or 1) * self.scale * self.norm
+        self.num_instances = instance_count(inner) * self.scale * self.norm
 
     @property
     def model(self) -> nn.Module | None:  # type: ignore[override]
@@ -168,9 +168,7 @@ class MixTask(Task):
         norm = 1.0
         if self.normalize:
             with torch.no_grad():
-                f0 = float(inner.loss(inner.params(), 0)) / float(
-                    getattr(inner, "num_instances", 1) or 1
-                )
+                f0 = float(inner.loss(inner.params(), 0)) / instance_count(inner)
             norm = f0 if math.isfinite(f0) and f0 > 0 else 1.0
         return ScaledProblem(inner, scale, component=index, norm=norm)
 

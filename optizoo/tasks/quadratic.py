@@ -1,13 +1,13 @@
 """The quadratic optimizee of *Learning to learn by gradient descent by gradient descent*.
 
 Andrychowicz et al. (2016), section 3.1: ``f(θ) = ||Wθ − y||²`` with ``W ∈ R^{d×d}`` and
-``y ∈ R^d`` drawn i.i.d. standard normal, ``d = 10``, ``θ0 = 0``. As in the PyTorch
-re-implementation this project started from (seed 003), a problem is a **batch** of independent
-quadratics, 128 by default.
+``y ∈ R^d`` drawn i.i.d. standard normal, ``d = 10``, ``θ0 = 0``. As in the usual PyTorch
+re-implementation of the paper, a problem is a **batch** of independent quadratics, 128 by
+default.
 
 ``loss`` is the **sum** of the per-problem losses, so the gradient with respect to ``θ_b`` is
 exactly problem ``b``'s own gradient ``2 W_bᵀ (W_b θ_b − y_b)``; ``num_instances = batch``, and
-``loss / num_instances`` (the mean) is what seed 003's ``f`` returns and what reports show.
+``loss / num_instances`` (the mean) is that re-implementation's ``f`` and what reports show.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class QuadraticTask(Task):
 
     Args:
         dim: dimension ``d`` of ``θ`` (paper: 10).
-        batch: independent problems per sample (seed 003: 128); ``params()["theta"]`` is
+        batch: independent problems per sample (the learning-to-learn re-implementation: 128); ``params()["theta"]`` is
             ``[batch, dim]`` and ``loss`` sums over them.
         dtype: floating dtype (or its name) of ``W``, ``y`` and ``θ``. Sampling always happens
             in float32 on the CPU from the given generator, so one seed gives the same problem (up

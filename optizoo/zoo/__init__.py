@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from optizoo.optim import LearnedOptimizer
 
 from optizoo.rules.base import UpdateRule
 from optizoo.zoo.format import FORMAT_VERSION, read_metadata, rule_from_file, save_rule
@@ -37,18 +40,27 @@ def load_pretrained(
     weights: str | os.PathLike[str] = "default",
     params: Iterable[Tensor] | Iterable[dict[str, Any]] | None = None,
     **optimizer_kwargs: Any,
-):
+) -> LearnedOptimizer:
     """A ready ``LearnedOptimizer`` over ``params`` running the pretrained rule ``weights``.
 
-    With ``params=None`` returns the bare :class:`~optizoo.rules.UpdateRule` instead.
+    ``weights`` is ``"default"``, a pretrained name or a file path; ``optimizer_kwargs`` go to
+    :class:`~optizoo.optim.LearnedOptimizer` (``lr``, ``max_chunk``...). Always returns an
+    optimizer; the bare rule is :func:`load_rule`.
+
+    Raises:
+        TypeError: ``params`` is missing.
+        WeightsError: ``weights`` names no pretrained optimizer or file, or the file is bad.
     """
     from optizoo.optim import LearnedOptimizer
 
-    path, name = resolve(weights)
-    rule = rule_from_file(path)
     if params is None:
-        return rule
-    return LearnedOptimizer(params, rule, weights_name=name, **optimizer_kwargs)
+        raise TypeError(
+            "load_pretrained returns an optimizer and needs the parameters to optimize: "
+            f"load_pretrained({str(weights)!r}, model.parameters()); for the bare update rule "
+            f"use optizoo.load_rule({str(weights)!r})"
+        )
+    path, name = resolve(weights)
+    return LearnedOptimizer(params, rule_from_file(path), weights_name=name, **optimizer_kwargs)
 
 
 def list_pretrained() -> list[dict[str, Any]]:

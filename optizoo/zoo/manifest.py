@@ -25,6 +25,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from optizoo._io import write_bytes_atomic as _atomic_bytes
 from optizoo.errors import WeightsError
 
 __all__ = ["add_to_shipped", "main", "read_manifest", "remove_from_shipped", "verify"]
@@ -39,31 +40,19 @@ def _paths(pretrained_dir: str | os.PathLike[str] | None) -> tuple[Path, Path, P
     return d, d / "MANIFEST.json", d / "DEFAULT"
 
 
-from optizoo._io import write_bytes_atomic as _atomic_bytes  # noqa: E402
+def _shipped_changed() -> None:
+    """The shipped files are registered through the plugin host: rebuild its registries."""
+    from optizoo import plugins
+
+    plugins.invalidate()
 
 
 def read_manifest(pretrained_dir: str | os.PathLike[str] | None = None) -> dict[str, str]:
     """``{file name: sha256}`` of the shipped folder (``{}`` when there is no manifest)."""
+    from optizoo.zoo.registry import parse_manifest
+
     _, manifest, _ = _paths(pretrained_dir)
-    if not manifest.is_file():
-        return {}
-    try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise WeightsError(f"{str(manifest)!r} is not valid JSON: {exc}") from exc
-    except (OSError, UnicodeDecodeError, RecursionError) as exc:
-        raise WeightsError(f"{str(manifest)!r} cannot be read: {type(exc).__name__}") from None
-    if not isinstance(data, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
-    ):
-        raise WeightsError(f"{str(manifest)!r} must map file names to sha256 strings")
-    bad = [k for k in data if Path(k).name != k or not k.endswith(".safetensors")]
-    if bad:
-        raise WeightsError(
-            f"{str(manifest)!r} lists {bad[:3]}: entries must be plain .safetensors file names "
-            "in the pretrained folder"
-        )
-    return data
+    return parse_manifest(manifest)
 
 
 def _write_manifest(manifest: Path, entries: dict[str, str]) -> None:
@@ -115,6 +104,7 @@ def add_to_shipped(
     digest = sha256_file(dest)
     entries[fname] = digest
     _write_manifest(manifest, entries)
+    _shipped_changed()
     if default:
         _atomic_bytes(default_file, (name + "\n").encode("utf-8"))
     return dest
@@ -131,6 +121,7 @@ def remove_from_shipped(name: str, *, pretrained_dir: str | os.PathLike[str] | N
         raise ValueError(f"{name!r} is the default optimizer; make another one the default first")
     del entries[fname]
     _write_manifest(manifest, entries)
+    _shipped_changed()
     (folder / fname).unlink(missing_ok=True)
 
 

@@ -8,6 +8,7 @@ to its sha256; a shipped file whose bytes differ from the manifest is refused. P
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +30,36 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def _manifest() -> dict[str, str]:
-    from optizoo.zoo.manifest import read_manifest
+def parse_manifest(manifest: Path) -> dict[str, str]:
+    """``{file name: sha256}`` read from a ``MANIFEST.json`` (``{}`` when there is none).
 
-    return read_manifest(PRETRAINED_DIR)
+    Raises:
+        WeightsError: the file is not JSON, not a mapping of strings, or names a file outside
+            the folder or without the ``.safetensors`` suffix.
+    """
+    if not manifest.is_file():
+        return {}
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{str(manifest)!r} is not valid JSON: {exc}") from exc
+    except (OSError, UnicodeDecodeError, RecursionError) as exc:
+        raise WeightsError(f"{str(manifest)!r} cannot be read: {type(exc).__name__}") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise WeightsError(f"{str(manifest)!r} must map file names to sha256 strings")
+    bad = [k for k in data if Path(k).name != k or not k.endswith(".safetensors")]
+    if bad:
+        raise WeightsError(
+            f"{str(manifest)!r} lists {bad[:3]}: entries must be plain .safetensors file names "
+            "in the pretrained folder"
+        )
+    return data
+
+
+def _manifest() -> dict[str, str]:
+    return parse_manifest(PRETRAINED_DIR / "MANIFEST.json")
 
 
 def shipped() -> dict[str, Path]:
@@ -77,22 +104,21 @@ class Pretrained:
 
 
 def all_pretrained() -> dict[str, Pretrained]:
-    """Every named pretrained optimizer: shipped files first, then plugins'."""
+    """Every named pretrained optimizer, shipped files (source ``"optizoo"``) first.
+
+    Both come from the ``pretrained`` plugin registry (the shipped files through optizoo's own
+    ``optizoo_pretrained`` hook), under the registry's conflict rules: a plugin claiming a
+    shipped name loses that entry (with a :class:`~optizoo.plugins.PluginWarning`), two plugins
+    claiming one name raise :class:`~optizoo.errors.PluginError` naming both.
+    """
     from optizoo import plugins
 
-    out = {name: Pretrained(name, path, "optizoo") for name, path in shipped().items()}
-    for name, value in plugins.registry("pretrained").items():
-        if name in out:
-            continue
-        out[name] = Pretrained(name, Path(value), _source_of(name))
-    return out
-
-
-def _source_of(name: str) -> str:
-    from optizoo import plugins
-
-    finder = getattr(plugins, "source_of", None)
-    return finder("pretrained", name) if finder else "plugin"
+    entries = [
+        Pretrained(name, Path(value), plugins.source_of("pretrained", name))
+        for name, value in plugins.registry("pretrained").items()
+    ]
+    entries.sort(key=lambda e: e.source != "optizoo")  # stable: shipped first, then plugins
+    return {e.name: e for e in entries}
 
 
 def looks_like_path(spec: str | os.PathLike[str]) -> bool:
@@ -120,6 +146,10 @@ def resolve(spec: str | os.PathLike[str]) -> tuple[Path, str]:
     spec_s = str(spec)
     if spec_s == "default":
         spec_s = default_name()
+    ours = shipped()  # what optizoo's own optizoo_pretrained hook returns: no plugin consulted
+    if spec_s in ours:
+        verify_shipped(ours[spec_s])
+        return ours[spec_s], spec_s
     known = all_pretrained()
     if spec_s in known:
         entry = known[spec_s]

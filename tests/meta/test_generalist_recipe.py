@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from optizoo.meta import MetaConfig
 from optizoo.rules import LSTMRule
+from tests.helpers import ROOT, load_script_module
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-import train_lstm_generalist as recipe  # noqa: E402
+recipe = load_script_module("train_lstm_generalist")
 
 TINY = {
     "seed": 3,

@@ -4,7 +4,7 @@ References used here:
 - exact equality (``torch.equal``) between an uninterrupted run and a run split by a checkpoint;
 - the held-out objective recomputed independently with ``torch.optim`` on the held-out problems;
 - a graph-size meter (saved-tensor hooks) whose negative control — a truncation chained without
-  detaching, as seed 003 does — shows the growth the trainer must not have;
+  detaching, as the learning-to-learn re-implementation does — shows the growth the trainer must not have;
 - for the hand-designed rule, the meta-learned (lr, momentum) re-run in plain ``torch.optim.SGD``
   on fresh problems.
 """
@@ -152,7 +152,7 @@ def test_graph_memory_and_work_per_meta_step_do_not_grow_with_the_horizon():
     assert len(set(results[10][0] + results[100][0])) == 1
     assert len(set(results[10][1] + results[100][1])) == 1
 
-    # negative control: chaining truncations WITHOUT detaching (seed 003) keeps the graph alive
+    # negative control: chaining truncations WITHOUT detaching (the PyTorch re-implementation of Andrychowicz et al. 2016) keeps the graph alive
     rule = lstm()
     problem = optizoo.tasks.get("quadratic", **SMALL).sample(torch.Generator().manual_seed(0))
     with GraphMeter() as m:
@@ -265,8 +265,8 @@ def test_last_truncation_may_be_shorter_and_weights_index_the_episode():
 
 
 @pytest.mark.slow
-def test_lstm_meta_trained_on_the_quadratic_beats_seed003_numbers():
-    """Seed 003 prints, for the sum of 100 per-step losses on a 128-quadratic batch: Adam
+def test_lstm_meta_trained_on_the_quadratic_beats_the_l2l_reimplementation_numbers():
+    """The PyTorch re-implementation of Andrychowicz et al. (2016) prints, for the sum of 100 per-step losses on a 128-quadratic batch: Adam
     122–143, its trained LSTM 105–109, an untrained LSTM ≈ 5.6e5. 400 meta-steps (80 episodes)
     of the paper's recipe must reach below 105 on 8 × 128 held-out quadratics (~1 min)."""
     torch.manual_seed(0)

@@ -1,7 +1,7 @@
 """The functional unroll: step numbering, graph, first/second order, and hypergradients.
 
 Independent references:
-- seed 002 (the ``higher`` toy, its printed output): N=100 points x ~ U[0,1) from
+- the ``higher`` toy (a published hyper-gradient example, its printed output): N=100 points x ~ U[0,1) from
   ``numpy.random.seed(1)``, y = 3.5x, ``Linear(1, 1, bias=False)`` initialised after
   ``torch.manual_seed(3)``, SGD lr 0.3 momentum 0.5 given as float32 tensors, 5 inner steps,
   meta-loss (w_5 - 3.5)². The document prints the weights, the meta-loss to 17 digits and the
@@ -26,13 +26,14 @@ from optizoo.rules import SGD, LSTMRule, Momentum, UpdateRule
 from optizoo.tasks.base import Problem
 from tests.meta.toys import ToyRegression
 
-SEED002_WEIGHTS = [-0.9915, -0.1217, 1.0145, 2.0640, 2.8668, 3.3908]  # printed, 4 decimals
-SEED002_META_LOSS = 0.011927987982895929  # printed with 17 significant digits
-SEED002_DLR, SEED002_DMOM, SEED002_DW0 = -1.6295, -0.9496, -0.0053  # printed, 4 decimals
-LR32 = float(torch.tensor(0.3, dtype=torch.float32))  # seed 002 passes lr as a float32 tensor
+HIGHER_TOY_WEIGHTS = [-0.9915, -0.1217, 1.0145, 2.0640, 2.8668, 3.3908]  # printed, 4 decimals
+HIGHER_TOY_META_LOSS = 0.011927987982895929  # printed with 17 significant digits
+HIGHER_TOY_DLR, HIGHER_TOY_DMOM, HIGHER_TOY_DW0 = -1.6295, -0.9496, -0.0053  # printed, 4 decimals
+# the ``higher`` toy passes lr as a float32 tensor
+LR32 = float(torch.tensor(0.3, dtype=torch.float32))
 
 
-def seed002_data() -> tuple[torch.Tensor, torch.Tensor]:
+def higher_toy_data() -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.tensor(np.random.RandomState(1).random_sample((100, 1)), dtype=torch.float64)
     with torch.random.fork_rng():
         torch.manual_seed(3)
@@ -40,27 +41,27 @@ def seed002_data() -> tuple[torch.Tensor, torch.Tensor]:
     return x, w0
 
 
-def test_reproduces_seed002_trajectory_meta_loss_and_hypergradients():
-    x, w0 = seed002_data()
-    assert w0.item() == pytest.approx(SEED002_WEIGHTS[0], abs=5e-5)
+def test_reproduces_the_higher_toys_trajectory_meta_loss_and_hypergradients():
+    x, w0 = higher_toy_data()
+    assert w0.item() == pytest.approx(HIGHER_TOY_WEIGHTS[0], abs=5e-5)
     rule = Momentum(lr=LR32, momentum=0.5)
     w = w0.clone().requires_grad_(True)  # copy_initial_weights=False: gradient reaches w0
     res = unroll(rule, ToyRegression(x, w0), 5, params={"weight": w}, second_order=True)
     meta_loss = (res.params["weight"] - 3.5).square().sum()
     # every printed weight (4 decimals): check the final one; the rest via a 1-step-at-a-time run
-    assert res.params["weight"].item() == pytest.approx(SEED002_WEIGHTS[-1], abs=5e-5)
+    assert res.params["weight"].item() == pytest.approx(HIGHER_TOY_WEIGHTS[-1], abs=5e-5)
     # the meta-loss agrees with the printed 17 digits up to float64 rounding of the 5 steps
-    assert meta_loss.item() == pytest.approx(SEED002_META_LOSS, rel=1e-12)
+    assert meta_loss.item() == pytest.approx(HIGHER_TOY_META_LOSS, rel=1e-12)
     meta_loss.backward()
     lr, mom = rule.lr.item(), rule.momentum.item()
     d_lr = rule.log_lr.grad.item() / lr  # chain rule: d/d log_lr = lr · d/d lr
     d_mom = rule.momentum_logit.grad.item() / (mom * (1 - mom))
-    assert d_lr == pytest.approx(SEED002_DLR, abs=5e-5)
-    assert d_mom == pytest.approx(SEED002_DMOM, abs=5e-5)
-    assert w.grad.item() == pytest.approx(SEED002_DW0, abs=5e-5)
+    assert d_lr == pytest.approx(HIGHER_TOY_DLR, abs=5e-5)
+    assert d_mom == pytest.approx(HIGHER_TOY_DMOM, abs=5e-5)
+    assert w.grad.item() == pytest.approx(HIGHER_TOY_DW0, abs=5e-5)
 
     state, params = None, {"weight": w0.clone()}
-    for t, expected in enumerate(SEED002_WEIGHTS[1:]):
+    for t, expected in enumerate(HIGHER_TOY_WEIGHTS[1:]):
         r = unroll(rule, ToyRegression(x, w0), 1, params=params, state=state, start=t)
         params, state = r.params, r.state
         assert params["weight"].item() == pytest.approx(expected, abs=5e-5)
@@ -77,7 +78,7 @@ def _mse_after_unroll(log_lr: float, logit: float, w0: torch.Tensor, x: torch.Te
 
 
 def test_hypergradients_match_float64_central_differences():
-    x, w0 = seed002_data()
+    x, w0 = higher_toy_data()
     rule = Momentum(lr=0.3, momentum=0.5)
     w = w0.clone().requires_grad_(True)
     problem = ToyRegression(x, w0)
@@ -102,7 +103,7 @@ def test_hypergradients_match_float64_central_differences():
 
 def test_agrees_with_the_higher_library():
     higher = pytest.importorskip("higher")
-    x, w0 = seed002_data()
+    x, w0 = higher_toy_data()
     model = torch.nn.Linear(1, 1, bias=False).double()
     with torch.no_grad():
         model.weight.copy_(w0)

@@ -8,7 +8,7 @@ from optizoo.tasks.base import Problem
 
 
 class ToyRegression(Problem):
-    """Seed 002's optimizee: mean squared error of ``x ↦ w x`` against ``y = 3.5 x`` (float64)."""
+    """The `higher` toy's optimizee: mean squared error of ``x ↦ w x`` against ``y = 3.5 x`` (float64)."""
 
     def __init__(self, x: torch.Tensor, w0: torch.Tensor) -> None:
         self.x, self.y, self.w0 = x, 3.5 * x, w0

@@ -1,7 +1,7 @@
 """Tests of the built-in optimizees: quadratic, linreg, mlp, conv, and their data.
 
 Reference values come from independent computations: closed-form gradients and least squares in
-numpy float64, the linear-regression source's printed float32 run (seed 001), a second parse of
+numpy float64, the linear-regression source's printed float32 run (the thermometer linear-regression tutorial), a second parse of
 the bundled CSV with the ``csv`` module, IDX files written here with ``struct``, and ``nn.Module``
 forwards (``nn.Linear``/``nn.Conv2d``) compared with the tasks' hand-written functional forwards.
 """
@@ -29,6 +29,7 @@ from optizoo.tasks.datasets import EpochSampler, load_digits, read_idx
 from optizoo.tasks.linreg import LinRegTask
 from optizoo.tasks.mlp import MLPTask
 from optizoo.tasks.quadratic import QuadraticTask
+from optizoo.testing import check_task
 
 
 def gen(seed: int) -> torch.Generator:
@@ -102,8 +103,7 @@ ALL_TASKS = [
 
 @pytest.mark.parametrize("task", ALL_TASKS, ids=repr)
 def test_builtin_tasks_pass_the_task_conformance_suite(task) -> None:
-    testing_tasks = pytest.importorskip("optizoo.testing")
-    report = testing_tasks.check_task(task, second_order=True)  # raises listing any failure
+    report = check_task(task, second_order=True)  # raises listing any failure
     assert not report.failed and not report.skipped
 
 
@@ -252,7 +252,7 @@ def test_quadratic_gradient_is_the_closed_form_per_instance() -> None:
     np.testing.assert_allclose(grad.numpy(), expected, rtol=1e-12, atol=1e-12)  # float64 exact
     value = float(problem.loss({"theta": theta.detach()}, 0))
     np.testing.assert_allclose(value, (residual**2).sum(), rtol=1e-12)
-    # the mean over instances is seed 003's f: ((W θ − y)²).sum(dim=1).mean(dim=0)
+    # the mean over instances is the learning-to-learn re-implementation's f: ((W θ − y)²).sum(dim=1).mean(dim=0)
     np.testing.assert_allclose(
         value / problem.num_instances,
         (residual**2).sum(1).mean(),
@@ -287,7 +287,7 @@ def test_quadratic_solution_has_zero_loss() -> None:
 
 # --------------------------------------------------------------------------- linreg
 
-# seed 001's data, typed in again here (independent of the package's copy)
+# the thermometer tutorial's data, typed in again here (independent of the package's copy)
 T_Y = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
 T_X = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
 
@@ -324,7 +324,7 @@ def test_linreg_reproduces_the_reference_float32_run() -> None:
     problem = LinRegTask().sample(gen(0))
     assert problem.x.dtype == torch.float32
     params, losses = _gradient_descent(problem, lr=1e-2, steps=5000)
-    # printed by the source (seed 001): epoch 1 80.36434173583984, epoch 2 37.57491683959961,
+    # printed by the source (the thermometer linear-regression tutorial): epoch 1 80.36434173583984, epoch 2 37.57491683959961,
     # epoch 5000 2.927647590637207, then w 5.367083549499512, b -17.301189422607422.
     # Tolerances: a few float32 ulps of accumulated rounding (ulp(2.9) = 2.4e-7, ulp(17) = 1.9e-6)
     # because autograd sums the gradient in another order than the source's hand-written one.
@@ -615,3 +615,16 @@ def test_same_problem_on_cuda(task) -> None:
         assert pg[k].device.type == "cuda"
         torch.testing.assert_close(pg[k].cpu(), pc[k])
     torch.testing.assert_close(gpu.loss(pg, 7).cpu(), cpu.loss(pc, 7), rtol=1e-4, atol=1e-4)
+
+
+def test_instance_count_and_per_instance_scale() -> None:
+    from optizoo.tasks.base import instance_count, per_instance_scale
+
+    quad = tasks.get("quadratic", batch=7).sample(torch.Generator().manual_seed(0))
+
+    class Bare:  # a duck-typed problem that does not declare num_instances
+        pass
+
+    assert instance_count(quad) == 7.0 and instance_count(Bare()) == 1.0
+    scale = per_instance_scale([quad, Bare()])
+    assert scale.dtype == torch.float64 and scale.tolist() == [1 / 7, 1.0]

@@ -13,7 +13,6 @@ Independent references used here:
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -34,12 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 T_975_DF3 = 3.18244630528371  # Student t quantile, 0.975, 3 degrees of freedom
 
 
-@pytest.fixture(autouse=True)
-def fresh_plugins(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.delenv(plugins.DISABLE_ENV, raising=False)
-    plugins.reset()
-    yield
-    plugins.reset()
+pytestmark = pytest.mark.usefixtures("fresh_plugins")
 
 
 @pytest.fixture
@@ -50,6 +44,7 @@ def shipped_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(registry, "PRETRAINED_DIR", d)
     monkeypatch.setattr(registry, "MANIFEST", d / "MANIFEST.json")
     monkeypatch.setattr(registry, "DEFAULT_NAME_FILE", d / "DEFAULT")
+    plugins.reset()  # the shipped files are registered through the plugin host
     return d
 
 
@@ -486,15 +481,10 @@ def test_publish_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert rc == 2 and "has no best_rule.safetensors" in err
 
 
-def test_docs_zoo_pages_are_up_to_date():
+def test_docs_zoo_pages_are_up_to_date(load_script):
     """docs/zoo.md and docs/zoo/*.md are generated from the shipped files: regenerate them with
     ``python scripts/build_zoo_docs.py`` after shipping a file."""
-    spec = importlib.util.spec_from_file_location(
-        "build_zoo_docs", ROOT / "scripts" / "build_zoo_docs.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    pages = module.build(ROOT)
+    pages = load_script("build_zoo_docs").build(ROOT)
     assert ROOT / "docs" / "zoo.md" in pages
     for path, text in pages.items():
         assert path.is_file() and path.read_text() == text, f"{path} is stale"
@@ -511,3 +501,19 @@ def test_summary_phrase_counts_the_held_out_suite_without_a_training_comparison(
     assert summary_phrase({"generalization": {"rows": rows}}).endswith(", diverged in 1")
     assert summary_phrase({"generalization": {"rows": []}}) == ""
     assert summary_phrase({}) == ""
+
+
+def test_load_pretrained_returns_an_optimizer_and_load_rule_a_rule():
+    from optizoo.optim import LearnedOptimizer
+    from optizoo.rules.base import UpdateRule
+
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = optizoo.load_pretrained("lstm-quadratic", [p], lr=0.5)
+    assert type(opt) is LearnedOptimizer and opt.weights_name == "lstm-quadratic"
+    assert opt.param_groups[0]["lr"] == 0.5
+    rule = optizoo.load_rule("lstm-quadratic")
+    assert isinstance(rule, UpdateRule) and same_weights(rule, opt.rule)
+    with pytest.raises(
+        TypeError, match=r"needs the parameters.*optizoo.load_rule\('lstm-quadratic'\)"
+    ):
+        optizoo.load_pretrained("lstm-quadratic")

@@ -1,7 +1,7 @@
 """The ``inn-gaussian`` optimizee: train an invertible network on a Gaussian-bump inverse problem.
 
-Toy data (after the *gaussian_INN* example of cINNamon, described in seed 004 of optizoo's
-sources; the bump's exact form is our choice):
+Toy data (after the *gaussian_INN* example of cINNamon, github.com/hagabbar/cINNamon; the
+bump's exact form is our choice):
 
 - ``x = pos ∈ [0, 1)²`` uniform: ``pos[0]`` is the bump's centre, ``pos[1]`` sets its width
   ``w = 0.1 + 0.2 * pos[1]``.

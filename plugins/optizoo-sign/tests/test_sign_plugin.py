@@ -22,7 +22,7 @@ from optizoo_sign.rules import Signum
 import optizoo
 from optizoo.optim import LearnedOptimizer
 from optizoo.rules import LSTMRule
-from optizoo.testing import check_preprocessor, run_conformance
+from optizoo.testing import check_preprocessor, check_rule, run_conformance
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -82,6 +82,7 @@ def test_signum_is_a_conforming_torch_optimizer() -> None:
 
     report = run_conformance(factory)
     assert report.ok, str(report)
+    check_rule(Signum(lr=1e-2))  # the update-rule contract (pure, coordinate-wise, config)
 
 
 def test_signum_meta_gradient_reaches_the_learning_rate() -> None:
