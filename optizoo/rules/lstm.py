@@ -205,6 +205,22 @@ class LSTMRule(UpdateRule):
             return self.features.out_features
         return self.preprocess.out_features
 
+    def set_state_dtype(self, state_dtype: str) -> None:
+        """Change the state dtype (``"auto"``, ``"float32"`` or ``"bfloat16"``); the weights,
+        and so their sha256 identity, stay the same."""
+        if state_dtype not in _STATE_DTYPES:
+            raise ValueError(
+                f"state_dtype must be one of {sorted(_STATE_DTYPES)}, got {state_dtype!r}"
+            )
+        self.state_dtype_name = state_dtype
+
+    def decay_lr(self) -> Tensor | None:
+        """The nominal step's learned learning rate ``exp(log_lr)`` (``None`` for the paper's
+        direct parameterization, which has no step size)."""
+        if self.parameterization != "nominal":
+            return None
+        return self.log_lr.detach().exp()
+
     def state_dtype(self, param_dtype: torch.dtype) -> torch.dtype:
         fixed = _STATE_DTYPES[self.state_dtype_name]
         return fixed if fixed is not None else super().state_dtype(param_dtype)
