@@ -200,10 +200,17 @@ def check_hooks(factory: Factory, **_: Any) -> None:
 
 
 # ------------------------------------------------------------------------------ compile
-def check_compiled_step(factory: Factory, warmup: int = 3, steady: int = 3, **_: Any) -> None:
+def check_compiled_step(
+    factory: Factory,
+    warmup: int = 3,
+    steady: int = 3,
+    on_steady: Callable[[], None] | None = None,
+    **_: Any,
+) -> None:
     """``torch.compile(opt.step)`` (dynamo with the ``eager`` backend: graph capture only):
     after ``warmup`` steps, ``steady`` more steps whose tensor ``lr`` changes every step compile
-    nothing new, and one steady-state step is a single graph without graph breaks."""
+    nothing new, and one steady-state step is a single graph without graph breaks.
+    ``on_steady`` is called when the warm-up ends (e.g. to mark a ``TORCH_LOGS`` stream)."""
     import torch._dynamo
     from torch._dynamo.testing import CompileCounter
 
@@ -216,6 +223,8 @@ def check_compiled_step(factory: Factory, warmup: int = 3, steady: int = 3, **_:
         step = torch.compile(opt.step, backend=counter)
         _train(m, opt, range(warmup), step)
         compiled = counter.frame_count
+        if on_steady is not None:
+            on_steady()
         for i in range(warmup, warmup + steady):
             for g in opt.param_groups:
                 g["lr"].fill_(0.01 / (i + 1))  # what a scheduler does to a tensor lr
@@ -226,6 +235,7 @@ def check_compiled_step(factory: Factory, warmup: int = 3, steady: int = 3, **_:
             f"warm-up, {counter.frame_count} after {steady} more steps with a changing lr)",
         )
         _train(m, opt, range(warmup + steady, warmup + steady + 1), lambda: None)  # grads
+        torch._dynamo.reset()  # explain() captures the steady-state step afresh
         explain = torch._dynamo.explain(opt.step)()
         _require(
             explain.graph_break_count == 0,
