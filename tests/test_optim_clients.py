@@ -1,6 +1,6 @@
 """LearnedOptimizer in torch's own clients: state-dict format, DCP, hooks, compile, FSDP2, options.
 
-The client checks of :mod:`optizoo.testing_clients` run on ``torch.optim.AdamW`` (proof that
+The client checks of :mod:`optizoo.testing.clients` run on ``torch.optim.AdamW`` (proof that
 they are right) and on optizoo's optimizers.
 """
 
@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from collections import defaultdict
 
 import pytest
 import torch
@@ -23,7 +24,8 @@ from torch import nn
 from optizoo.errors import StateMismatchError
 from optizoo.optim import LearnedOptimizer, LSTMOptimizer
 from optizoo.rules import Adam, LSTMRule
-from optizoo.testing_clients import (
+from optizoo.testing import (
+    ConformanceError,
     check_compiled_step,
     check_dcp_round_trip,
     check_fsdp2_steps,
@@ -210,7 +212,7 @@ def test_compiled_lstm_step_no_graph_breaks_and_torch_logs_shows_no_recompiles()
         """
         import sys, torch
         from optizoo.optim import LSTMOptimizer
-        from optizoo.testing_clients import check_compiled_step
+        from optizoo.testing.clients import check_compiled_step
         check_compiled_step(
             lambda params, **kw: LSTMOptimizer(params, **kw),
             on_steady=lambda: print("STEADY", file=sys.stderr, flush=True),
@@ -258,6 +260,37 @@ def test_rule_with_per_tensor_parts_refuses_sharded_parameters(tmp_path):
         assert not torch.equal(before, p.detach().to_local())
     finally:
         dist.destroy_process_group()
+
+
+class _BypassesLoadHooks(torch.optim.AdamW):
+    def load_state_dict(self, state_dict):  # what optizoo 0.1 did: no torch loader, no hooks
+        self.state = defaultdict(dict)
+
+
+class _ExtraTopLevelKey(torch.optim.AdamW):
+    def state_dict(self):
+        return {**super().state_dict(), "identity": "x"}
+
+    def load_state_dict(self, state_dict):
+        if "identity" not in state_dict:
+            raise ValueError("no identity")
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != "identity"})
+
+
+class _HostSyncInStep(torch.optim.SGD):
+    def step(self, closure=None):
+        if float(self.param_groups[0]["params"][0].grad.abs().sum()) >= 0:  # graph break
+            return super().step(closure)
+        return None
+
+
+def test_client_checks_catch_broken_optimizers():
+    with pytest.raises(ConformanceError, match="hooks saw"):
+        check_hooks(lambda ps, **kw: _BypassesLoadHooks(ps, lr=1e-2, **kw))
+    with pytest.raises(Exception, match="identity"):  # DCP drops the extra top-level key
+        check_dcp_round_trip(lambda ps, **kw: _ExtraTopLevelKey(ps, lr=1e-2, **kw))
+    with pytest.raises(ConformanceError, match="graph breaks in steady state"):
+        check_compiled_step(lambda ps, **kw: _HostSyncInStep(ps, **{"lr": 1e-2, **kw}))
 
 
 # --------------------------------------------------------------------------- group options
