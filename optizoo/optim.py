@@ -300,12 +300,12 @@ class LearnedOptimizer(torch.optim.Optimizer):
             self.state[p]["step"] = torch.zeros((), dtype=torch.float32)
         for key, buf in packed.items():
             for p, c, view in zip(params, coords, torch.split(buf, sizes)):
-                self.state[p][key] = _like_param(p, view.view(*c.shape, *buf.shape[1:]))
+                self.state[p][key] = _like_param(p, view.view((*c.shape, *buf.shape[1:])))
 
     def _coordinate_state(self, p: Tensor, key: str) -> Tensor:
         """State ``key`` of ``p`` as a ``[n, ...]`` view of its local storage."""
         t = _local(self.state[p][key])
-        return t.view(_real_numel(p), *t.shape[_coords(p).dim() :])
+        return t.view((_real_numel(p), *t.shape[_coords(p).dim() :]))
 
     def _packed(self, params: list[Tensor], key: str, total: int) -> Tensor:
         """All ``params``' state ``key`` as one ``[total, ...]`` tensor whose rows are the
@@ -334,7 +334,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         packed = torch.cat(tensors)
         for p, view in zip(params, torch.split(packed, [t.shape[0] for t in tensors])):
             shape = _coords(p).shape
-            self.state[p][key] = _like_param(p, view.view(*shape, *view.shape[1:]))
+            self.state[p][key] = _like_param(p, view.view((*shape, *view.shape[1:])))
         return packed
 
     def _step_bucket(
@@ -552,16 +552,18 @@ def _upgrade_and_check(opt: LearnedOptimizer, state_dict: dict[str, Any]) -> dic
                 out[k] = torch.as_tensor(float(v), dtype=torch.float32)
                 continue
             if isinstance(v, Tensor) and shape is not None and not _is_dtensor(v):
-                nd = len(shape)
-                if tuple(v.shape[:nd]) != shape:
-                    if v.dim() >= 1 and v.shape[0] == n:  # optizoo <= 0.1: flat [n, ...]
-                        v = v.reshape(*shape, *v.shape[1:])
-                    else:
+                if legacy is not None:  # optizoo <= 0.1: flat [n, ...] state
+                    if v.dim() == 0 or v.shape[0] != n:
                         raise ValueError(
-                            f"state {k!r} of shape {tuple(v.shape)} does not match a "
-                            f"parameter of shape {shape} (expected {shape} + per-coordinate "
-                            "dimensions)"
+                            f"state {k!r} of shape {tuple(v.shape)} does not match a parameter "
+                            f"with {n} coordinates (expected [{n}, ...])"
                         )
+                    v = v.reshape((*shape, *v.shape[1:]))
+                elif tuple(v.shape[: len(shape)]) != shape:
+                    raise ValueError(
+                        f"state {k!r} of shape {tuple(v.shape)} does not match a parameter of "
+                        f"shape {shape} (expected {shape} + per-coordinate dimensions)"
+                    )
             if isinstance(v, Tensor) and v.is_floating_point():
                 keep[k] = v
             out[k] = v

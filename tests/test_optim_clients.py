@@ -136,6 +136,33 @@ def test_legacy_format_loads_and_resumes_bit_identically(factory):
     assert torch.equal(_flat(ref), _flat(m))
 
 
+def test_scalar_parameters_step_save_and_load_in_both_formats():
+    # 0-d parameters: the state has no parameter dims (the shipped rule's "v" is then 0-d too)
+    def params():
+        return [nn.Parameter(torch.tensor(1.0)), nn.Parameter(torch.tensor(0.0))]
+
+    def train(ps, opt, steps, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(steps):
+            x = torch.randn(5, generator=g)
+            opt.zero_grad()
+            ((ps[0] * x + ps[1] - 2 * x) ** 2).mean().backward()
+            opt.step()
+
+    ref = params()
+    ref_opt = LSTMOptimizer(ref)
+    train(ref, ref_opt, 3)
+    assert ref_opt.state[ref[0]]["v"].shape == () and ref_opt.state[ref[0]]["h"].shape == (2, 20)
+    for sd in (ref_opt.state_dict(), _legacy(ref_opt.state_dict(), ref)):
+        ps = [nn.Parameter(p.detach().clone()) for p in ref]
+        opt = LSTMOptimizer(ps)
+        opt.load_state_dict(copy.deepcopy(sd))
+        mine, theirs = copy.deepcopy((ref, ref_opt))
+        train(mine, theirs, 2, seed=1)
+        train(ps, opt, 2, seed=1)
+        assert all(torch.equal(a, b) for a, b in zip(ps, mine))
+
+
 def test_legacy_format_with_other_weights_is_refused():
     m = _model()
     opt = LSTMOptimizer(m.parameters())
