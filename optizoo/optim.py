@@ -7,15 +7,46 @@ writes the new state back on each parameter's device and applies ``p.add_(update
 ``lr`` scales the whole update, so ``lr=0`` changes nothing and every
 ``torch.optim.lr_scheduler`` works.
 
+State follows torch's conventions, so every client of ``torch.optim`` (``torch.save``,
+``torch.distributed.checkpoint``, Hugging Face ``Trainer``, ``accelerate``, Lightning) handles it:
+
+- ``state_dict()`` is exactly ``{"state", "param_groups"}``; each param group carries the weights'
+  identity under ``"optizoo"`` (``{"rule", "weights", "sha256"}``), and loading a state made with
+  other weights is refused. States written by optizoo ≤ 0.1 (identity as a top-level key, integer
+  ``step``, flat state) still load.
+- ``state[p]["step"]`` is a float32 CPU scalar tensor; every other state tensor has the
+  parameter's shape followed by the rule's per-coordinate dimensions (``h``: ``[*p.shape, L, H]``),
+  and is a ``DTensor`` with the parameter's placements when ``p`` is one (FSDP2).
+- All six optimizer hooks of ``torch.optim.Optimizer`` run as usual; float32 state for
+  low-precision parameters survives ``load_state_dict`` (torch's loader would cast it to the
+  parameter's dtype: an internal load hook restores the saved values in the rule's state dtype).
+
+FSDP2 (``fully_shard``): a coordinate-wise rule steps each ``DTensor`` parameter on its local
+shard, which needs no communication; a rule whose :attr:`~optizoo.rules.UpdateRule.coordinatewise`
+is ``False`` is refused for sharded parameters.
+
+``torch.compile(opt.step)``: while compiling, each parameter is its own batch, the step count is
+passed to the rule as a tensor and non-finite gradients are always masked, so the steady-state
+step is one graph without recompiles across steps; pass ``lr`` as a 0-d tensor to change it
+without recompiling.
+
 Non-finite gradients: coordinates whose gradient is ``inf`` or ``nan`` get a zero update and keep
 their previous state for that step (the rule's hidden state is never polluted); all other
 coordinates step normally and training continues. This runs on-device, without host
 synchronisation. Pass ``skip_nonfinite=False`` to save the masking cost when gradients are known
 to be finite (e.g. under ``torch.amp.GradScaler``, which already skips such steps).
+
+Weight decay: a group's ``weight_decay`` is a *decoupled* decay (Loshchilov & Hutter 2019)
+``p ← p · (1 − lr · weight_decay · rule_lr)`` applied before the rule's update, where ``rule_lr``
+is the rule's own step size (:meth:`~optizoo.rules.UpdateRule.decay_lr`); with
+``optizoo.rules.Adam`` this is exactly ``torch.optim.AdamW``. Rules without a step size (the
+paper's LSTM) refuse a non-zero ``weight_decay``. Other group options the adapter does not use
+(``betas``, ``momentum``, ...) are warned about once.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from copy import deepcopy
@@ -24,27 +55,56 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optizoo._validate import learning_rate
+from optizoo._validate import learning_rate, nonnegative_finite
 from optizoo.errors import StateMismatchError
 from optizoo.rules.base import UpdateRule, weights_sha256
 
+try:  # torch.distributed may be unavailable (some macOS / mobile builds)
+    from torch.distributed.tensor import DTensor
+except ImportError:  # pragma: no cover - depends on the torch build
+    DTensor = None  # type: ignore[assignment,misc]
+
 __all__ = ["LSTMOptimizer", "LearnedOptimizer"]
 
-_META_KEY = "optizoo"
+#: the param-group key holding the weights' identity (and, before 0.2, the top-level key)
+IDENTITY_KEY = "optizoo"
 #: default chunk sizes: cache-sized on the CPU (measured in benchmarks/step.py), large on GPUs
 _CPU_CHUNK = 1 << 14
 _ACCELERATOR_CHUNK = 1 << 20
+#: group keys the adapter uses, and keys that lr schedulers / SWA / frameworks add for their
+#: own bookkeeping; any other key is an option this adapter would ignore, so it warns once
+_OWN_GROUP_KEYS = frozenset({"params", "lr", "maximize", "weight_decay", IDENTITY_KEY})
+_BOOKKEEPING_KEYS = frozenset(
+    {"param_names", "name", "initial_lr", "max_lr", "min_lr", "base_lr", "swa_lr"}
+)
 
 
-def _flat(t: Tensor) -> Tensor:
-    """A 1-D real view (or copy, if non-contiguous) of ``t``; complex becomes (re, im) pairs."""
-    if t.is_complex():
-        t = torch.view_as_real(t)
-    return t.reshape(-1)
+def _is_dtensor(t: Any) -> bool:
+    return DTensor is not None and isinstance(t, DTensor)
+
+
+def _local(t: Tensor) -> Tensor:
+    """The local shard of a ``DTensor`` (a view of its storage), or ``t`` itself."""
+    return t.to_local() if _is_dtensor(t) else t
+
+
+def _real(t: Tensor) -> Tensor:
+    """``t`` as a real tensor: complex becomes (re, im) pairs in a trailing dimension."""
+    return torch.view_as_real(t) if t.is_complex() else t
+
+
+def _coords(p: Tensor) -> Tensor:
+    """The real local coordinates of parameter (or gradient) ``p``, with ``p``'s local shape
+    (plus a trailing 2 for complex)."""
+    return _real(_local(p.detach()))
 
 
 def _real_numel(p: Tensor) -> int:
-    return p.numel() * (2 if p.is_complex() else 1)
+    return _local(p).numel() * (2 if p.is_complex() else 1)
+
+
+def _compiling() -> bool:
+    return torch.compiler.is_compiling()
 
 
 class LearnedOptimizer(torch.optim.Optimizer):
@@ -54,7 +114,10 @@ class LearnedOptimizer(torch.optim.Optimizer):
         params: parameters or param groups, as for any torch optimizer.
         rule: the update rule (its meta-parameters are not trained by this optimizer).
         lr: multiplies the rule's whole update (``p += lr * update``); ``1.0`` uses the rule as
-            trained. Schedulers change it per group.
+            trained. Schedulers change it per group. A 0-d tensor is accepted (no recompiles
+            under ``torch.compile`` when a scheduler changes it).
+        weight_decay: decoupled weight decay per step, in units of the rule's own step size
+            (see the module docstring; ``0`` disables it). Per group, as in ``AdamW``.
         maximize: ascend instead of descend (the rule sees ``-grad``).
         max_chunk: most coordinates handed to the rule in one call (bounds temporary memory);
             ``None`` picks 16384 on the CPU (cache-sized) and 2^20 on accelerators.
@@ -72,8 +135,9 @@ class LearnedOptimizer(torch.optim.Optimizer):
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
         rule: UpdateRule,
-        lr: float = 1.0,
+        lr: float | Tensor = 1.0,
         *,
+        weight_decay: float = 0.0,
         maximize: bool = False,
         max_chunk: int | None = None,
         skip_nonfinite: bool = True,
@@ -94,21 +158,69 @@ class LearnedOptimizer(torch.optim.Optimizer):
         self.weights_name = str(weights_name)
         self.compile = bool(compile)
         self._rule_cache: dict[torch.device, tuple[tuple, Any]] = {}
-        super().__init__(params, {"lr": lr, "maximize": bool(maximize)})
+        self._warned_keys: set[str] = set()
+        self._identity_cache = self._identity()
+        defaults = {"lr": lr, "weight_decay": weight_decay, "maximize": bool(maximize)}
+        super().__init__(params, defaults)
+        self._register_policy_hooks()
+
+    def _register_policy_hooks(self) -> None:
+        """Register the adapter's own state-dict hooks through torch's machinery (first, so
+        that hooks a user registers later see the state as torch's optimizers present it)."""
+        self._loading: list[tuple[Tensor, dict[str, Tensor]]] = []
+        self.register_state_dict_pre_hook(_refresh_identity)
+        self.register_load_state_dict_pre_hook(_upgrade_and_check)
+        self.register_load_state_dict_post_hook(_restore_state_dtype)
 
     # ------------------------------------------------------------------ groups and validation
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if "lr" in param_group:
             _check_lr(param_group["lr"])
         params = param_group["params"]
-        params = [params] if isinstance(params, Tensor) else list(params)
+        if isinstance(params, Tensor):
+            params = [params]
+        elif not isinstance(params, set):  # (torch refuses sets: unordered)
+            params = list(params)  # a generator would be consumed by the checks below
+        param_group["params"] = params
         for p in params:
             if not (p.is_floating_point() or p.is_complex()):
                 raise TypeError(
                     f"cannot optimize a parameter of dtype {p.dtype}: parameters must be "
                     "floating point or complex"
                 )
+            if _is_dtensor(p) and not self.rule.coordinatewise:
+                raise ValueError(
+                    f"rule {self.rule.rule_name!r} has per-tensor parts and cannot step a "
+                    "sharded (DTensor) parameter on its local shard; use a coordinate-wise rule "
+                    "or do not shard these parameters (e.g. leave them out of fully_shard)"
+                )
+        wd = param_group.get("weight_decay", self.defaults.get("weight_decay", 0.0))
+        self._check_weight_decay(wd)
+        self._warn_unused_keys(param_group)
+        param_group.setdefault(IDENTITY_KEY, dict(self._identity_cache))
         super().add_param_group(param_group)
+
+    def _check_weight_decay(self, wd: Any) -> None:
+        wd = nonnegative_finite(wd, "weight_decay")
+        if wd != 0 and self.rule.decay_lr() is None:
+            raise ValueError(
+                f"weight_decay={wd!r} needs a rule with its own step size to scale the decay "
+                f"(AdamW's lr * weight_decay), but rule {self.rule.rule_name!r} has none; set "
+                "weight_decay=0 for this group (a learned rule may decay by itself, e.g. "
+                "LSTMRule(parameterization='nominal', weight_decay=...))"
+            )
+
+    def _warn_unused_keys(self, group: dict[str, Any]) -> None:
+        unused = set(group) - _OWN_GROUP_KEYS - _BOOKKEEPING_KEYS - self._warned_keys
+        if unused:
+            self._warned_keys |= unused
+            warnings.warn(
+                f"{type(self).__name__} ignores the param-group option(s) "
+                f"{', '.join(sorted(unused))}: the rule {self.rule.rule_name!r} defines its own "
+                "update; only lr, weight_decay and maximize are used per group",
+                UserWarning,
+                stacklevel=3,
+            )
 
     # ------------------------------------------------------------------ the step
     def _rule_on(self, device: torch.device) -> Callable[..., Any]:
@@ -141,10 +253,13 @@ class LearnedOptimizer(torch.optim.Optimizer):
         return loss
 
     def _step_group(self, group: dict[str, Any]) -> None:
-        # Bucket the group's parameters so that one rule call sees a homogeneous batch.
+        # Bucket the group's parameters so that one rule call sees a homogeneous batch. Eager:
+        # by (device, dtype, state dtype, step count); compiled: one parameter per bucket, so
+        # that no step count is read on the host and no state needs re-packing.
+        compiling = _compiling()
         buckets: dict[tuple, list[Tensor]] = defaultdict(list)
         fresh: dict[tuple, list[Tensor]] = defaultdict(list)
-        for p in group["params"]:
+        for i, p in enumerate(group["params"]):
             if p.grad is None:
                 continue
             if p.grad.is_sparse:
@@ -156,28 +271,49 @@ class LearnedOptimizer(torch.optim.Optimizer):
             state = self.state[p]
             if not state:  # packed with exactly the parameters it will step with
                 fresh[(p.device, p.dtype, sdtype)].append(p)
-            buckets[(p.device, p.dtype, sdtype, state.get("step", 0))].append(p)
+                count: Any = 0
+            else:
+                count = i if compiling else int(state["step"])
+            buckets[(p.device, p.dtype, sdtype, count)].append(p)
         for (_device, _pdtype, sdtype), params in fresh.items():
             self._init_state(params, sdtype)
-        for (device, _pdtype, sdtype, step), params in buckets.items():
-            self._step_bucket(params, device, sdtype, step + 1, group["lr"], group["maximize"])
+        for (device, _pdtype, sdtype, count), params in buckets.items():
+            if compiling:
+                # one parameter per bucket: its step tensor goes to the rule as it is
+                for p in params:
+                    step_t = self.state[p]["step"]
+                    step_t.add_(1)
+                    self._step_bucket([p], device, sdtype, step_t, group)
+            else:
+                self._step_bucket(params, device, sdtype, count + 1, group)
+                torch._foreach_add_([self.state[p]["step"] for p in params], 1.0)
 
     def _init_state(self, params: list[Tensor], sdtype: torch.dtype) -> None:
-        """Fresh state for ``params``, allocated as one packed buffer per state key."""
-        flat = torch.cat([_flat(p.detach()) for p in params]).to(sdtype)
+        """Fresh state for ``params``, allocated as one packed buffer per state key; each
+        parameter's state is a view with the parameter's (local) shape, wrapped as a DTensor
+        with the parameter's placements for a DTensor parameter."""
+        coords = [_coords(p) for p in params]
+        flat = torch.cat([c.reshape(-1) for c in coords]).to(sdtype)
         packed = self.rule.init_state(flat)
-        sizes = [_real_numel(p) for p in params]
+        sizes = [c.numel() for c in coords]
         for p in params:
-            self.state[p]["step"] = 0
+            self.state[p]["step"] = torch.zeros((), dtype=torch.float32)
         for key, buf in packed.items():
-            for p, view in zip(params, torch.split(buf, sizes)):
-                self.state[p][key] = view
+            for p, c, view in zip(params, coords, torch.split(buf, sizes)):
+                self.state[p][key] = _like_param(p, view.view((*c.shape, *buf.shape[1:])))
+
+    def _coordinate_state(self, p: Tensor, key: str) -> Tensor:
+        """State ``key`` of ``p`` as a ``[n, ...]`` view of its local storage."""
+        t = _local(self.state[p][key])
+        return t.view((_real_numel(p), *t.shape[_coords(p).dim() :]))
 
     def _packed(self, params: list[Tensor], key: str, total: int) -> Tensor:
         """All ``params``' state ``key`` as one ``[total, ...]`` tensor whose rows are the
         per-parameter state tensors (views of one buffer). Re-packs (one copy) when the
         per-parameter tensors are not adjacent, e.g. after ``load_state_dict``."""
-        tensors = [self.state[p][key] for p in params]
+        if len(params) == 1:
+            return self._coordinate_state(params[0], key)
+        tensors = [self._coordinate_state(p, key) for p in params]
         first = tensors[0]
         expected = first.data_ptr()
         storage = first.untyped_storage().data_ptr()
@@ -197,7 +333,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
             )
         packed = torch.cat(tensors)
         for p, view in zip(params, torch.split(packed, [t.shape[0] for t in tensors])):
-            self.state[p][key] = view
+            shape = _coords(p).shape
+            self.state[p][key] = _like_param(p, view.view((*shape, *view.shape[1:])))
         return packed
 
     def _step_bucket(
@@ -205,25 +342,24 @@ class LearnedOptimizer(torch.optim.Optimizer):
         params: list[Tensor],
         device: torch.device,
         sdtype: torch.dtype,
-        step: int,
-        lr: float,
-        maximize: bool,
+        step: int | Tensor,
+        group: dict[str, Any],
     ) -> None:
+        lr, maximize, wd = group["lr"], group["maximize"], group.get("weight_decay", 0.0)
         rule = self._rule_on(device)
+        compiling = _compiling()
         sizes = [_real_numel(p) for p in params]
         total = sum(sizes)
-        grads = torch.cat([_flat(p.grad) for p in params]).to(sdtype)
+        if total == 0:  # only empty parameters (or empty local shards): nothing to update
+            return
+        grads = torch.cat([_coords(p.grad).reshape(-1) for p in params]).to(sdtype)
         if maximize:
             grads = grads.neg_()
         flat_params = (
-            torch.cat([_flat(p.detach()) for p in params]).to(sdtype)
+            torch.cat([_coords(p).reshape(-1) for p in params]).to(sdtype)
             if self.rule.needs_param
             else None
         )
-        if total == 0:  # only empty parameters: nothing to update
-            for p in params:
-                self.state[p]["step"] = step
-            return
         keys = [k for k in self.state[params[0]] if k != "step"]
         state = {k: self._packed(params, k, total) for k in keys}
 
@@ -234,11 +370,11 @@ class LearnedOptimizer(torch.optim.Optimizer):
             g = grads[lo:hi]
             old = {k: v[lo:hi] for k, v in state.items()}  # views: no copy
             # Non-finite gradients: mask on-device without a host sync on accelerators; on the
-            # CPU a check costs nothing, so the masking passes run only when needed.
+            # CPU (eager) a check costs nothing, so the masking passes run only when needed.
             mask = self.skip_nonfinite
             if mask:
                 finite = torch.isfinite(g)
-                if g.device.type == "cpu" and bool(finite.all()):
+                if not compiling and g.device.type == "cpu" and bool(finite.all()):
                     mask = False
                 else:
                     g = torch.where(finite, g, torch.zeros((), dtype=g.dtype, device=g.device))
@@ -256,15 +392,27 @@ class LearnedOptimizer(torch.optim.Optimizer):
             updates.append(update)
 
         update = updates[0] if len(updates) == 1 else torch.cat(updates)
-        views = [torch.view_as_real(p) if p.is_complex() else p for p in params]
+        views = [_coords(p) for p in params]
+        if wd != 0:  # decoupled weight decay, before the update (as AdamW)
+            self._decay(views, lr, wd)
         update = update.to(views[0].dtype)
         pieces = [u.view(v.shape) for u, v in zip(torch.split(update, sizes), views)]
-        if lr != 1.0:
+        if isinstance(lr, Tensor):
+            torch._foreach_mul_(pieces, lr.to(device=device, dtype=update.dtype))
+            torch._foreach_add_(views, pieces)
+        elif lr != 1.0:
             torch._foreach_add_(views, pieces, alpha=lr)
         else:
             torch._foreach_add_(views, pieces)
-        for p in params:
-            self.state[p]["step"] = step
+
+    def _decay(self, views: list[Tensor], lr: float | Tensor, wd: float) -> None:
+        rule_lr = self.rule.decay_lr()
+        assert rule_lr is not None  # refused in add_param_group
+        if _compiling() or isinstance(lr, Tensor) or views[0].device.type != "cpu":
+            factor = 1 - (lr * wd) * rule_lr.detach().to(views[0].device)
+            torch._foreach_mul_(views, factor.to(views[0].dtype))
+        else:  # AdamW's arithmetic: a Python float factor
+            torch._foreach_mul_(views, 1.0 - lr * wd * float(rule_lr))
 
     # ------------------------------------------------------------------ state_dict
     def _identity(self) -> dict[str, str]:
@@ -275,122 +423,35 @@ class LearnedOptimizer(torch.optim.Optimizer):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """torch's optimizer state plus ``"optizoo"``: the rule name and weights (name, sha256)."""
-        sd = super().state_dict()
-        sd[_META_KEY] = self._identity()
-        return sd
+        """torch's optimizer state: ``{"state", "param_groups"}``; each group records the rule
+        and its weights (name, sha256) under ``"optizoo"``."""
+        return super().state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state made by :meth:`state_dict` of an optimizer with the *same* rule weights.
 
-        Refuses (``StateMismatchError``) a state from another optimizer class or made with other
-        weights. Per-coordinate state keeps the rule's state dtype (float32 for bf16 params).
+        Runs torch's loader (and every registered load hook). Refuses (``StateMismatchError``)
+        a state from another optimizer class or made with other weights; accepts the format of
+        optizoo ≤ 0.1 (top-level ``"optizoo"``, integer ``step``, flat ``[n, ...]`` state).
+        Per-coordinate state keeps the rule's state dtype (float32 for bf16 params).
         """
-        if not isinstance(state_dict, dict) or "state" not in state_dict:
-            raise ValueError(
-                "not an optimizer state_dict: expected a dict with 'state' and 'param_groups'"
-            )
-        meta = state_dict.get(_META_KEY)
-        if meta is None:
-            raise StateMismatchError(
-                "this state_dict was not made by an optizoo LearnedOptimizer (no 'optizoo' "
-                "entry); a torch optimizer's state cannot be loaded into a learned optimizer"
-            )
-        mine = self._identity()
-        if meta.get("rule") != mine["rule"] or meta.get("sha256") != mine["sha256"]:
-            raise StateMismatchError(
-                f"optimizer state was made with rule {meta.get('rule')!r} weights "
-                f"{meta.get('weights')!r} (sha256 {str(meta.get('sha256'))[:12]}…), but this "
-                f"optimizer has rule {mine['rule']!r} weights {mine['weights']!r} (sha256 "
-                f"{mine['sha256'][:12]}…); construct the optimizer with the same weights"
-            )
-        saved_groups = state_dict["param_groups"]
-        if len(saved_groups) != len(self.param_groups):
-            raise ValueError(
-                f"state_dict has {len(saved_groups)} param groups, optimizer has {len(self.param_groups)}"
-            )
-        id_map: dict[Any, Tensor] = {}
-        for saved, group in zip(saved_groups, self.param_groups):
-            if len(saved["params"]) != len(group["params"]):
-                raise ValueError(
-                    "a param group in the state_dict has a different number of parameters "
-                    f"({len(saved['params'])}) than the optimizer's ({len(group['params'])})"
-                )
-            id_map.update(zip(saved["params"], group["params"]))
-        new_state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
-        templates: dict[torch.dtype, dict[str, Tensor]] = {}
-        for pid, pstate in state_dict["state"].items():
-            if pid not in id_map:
-                raise ValueError(f"state_dict has state for unknown parameter id {pid!r}")
-            p = id_map[pid]
-            sdtype = self.rule.state_dtype(p.real.dtype if p.is_complex() else p.dtype)
-            if sdtype not in templates:  # what init_state makes: key -> [1, ...] of its dtype
-                with torch.no_grad():
-                    templates[sdtype] = self.rule.init_state(torch.zeros(1, dtype=sdtype))
-            template = templates[sdtype]
-            if not isinstance(pstate, dict):
-                raise ValueError(f"state of parameter {pid!r} must be a dict, got {pstate!r}")
-            tensors = {k for k in pstate if k != "step"}
-            if pstate and tensors != set(template):
-                raise ValueError(
-                    f"state of parameter {pid!r} has keys {sorted(tensors)}, but rule "
-                    f"{self.rule.rule_name!r} keeps {sorted(template)}"
-                )
-            for k, v in pstate.items():
-                if k == "step":
-                    if isinstance(v, Tensor):
-                        v = v.item() if v.numel() == 1 else v
-                    if (
-                        isinstance(v, bool)
-                        or not isinstance(v, (int, float))
-                        or v < 0
-                        or v != int(v)
-                    ):
-                        raise ValueError(
-                            f"state 'step' of parameter {pid!r} must be an int >= 0, got {v!r}"
-                        )
-                    new_state[p][k] = int(v)
-                    continue
-                want = template[k]
-                n = _real_numel(p)
-                if not isinstance(v, Tensor):
-                    raise ValueError(
-                        f"state {k!r} of parameter {pid!r} must be a tensor, got {v!r}"
-                    )
-                if tuple(v.shape) != (n, *want.shape[1:]):
-                    raise ValueError(
-                        f"state {k!r} of shape {tuple(v.shape)} does not match a parameter with "
-                        f"{n} coordinates (rule {self.rule.rule_name!r} keeps {k!r} of shape "
-                        f"{(n, *want.shape[1:])})"
-                    )
-                if v.is_floating_point() != want.is_floating_point() or (
-                    not want.is_floating_point() and v.dtype != want.dtype
-                ):
-                    raise ValueError(
-                        f"state {k!r} of parameter {pid!r} is {v.dtype}, rule "
-                        f"{self.rule.rule_name!r} keeps it as {want.dtype}"
-                    )
-                new_state[p][k] = v.detach().to(device=p.device, dtype=want.dtype).clone()
-        groups = []
-        for saved, group in zip(saved_groups, self.param_groups):
-            g = {k: deepcopy(v) for k, v in saved.items() if k != "params"}
-            if "lr" in g:
-                _check_lr(g["lr"])
-            g["params"] = group["params"]
-            groups.append(g)
-        self.state = new_state
-        self.param_groups = groups
+        super().load_state_dict(state_dict)
 
     # ------------------------------------------------------------------ copy / pickle
     def __getstate__(self) -> dict[str, Any]:
-        # torch's Optimizer.__getstate__ keeps only defaults/state/param_groups: keep the rule too.
-        state = dict(self.__dict__)
+        # torch's Optimizer.__getstate__ keeps only defaults/state/param_groups (dropping the
+        # hooks): keep the rule and settings too, drop the hooks as torch does.
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_optimizer_")}
         state["_rule_cache"] = {}
+        state.pop("_loading", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._rule_cache = {}
+        self.__dict__.setdefault("_warned_keys", set())
+        if "_loading" not in self.__dict__:  # unpickled / copied (torch's loader calls this too)
+            self._register_policy_hooks()
 
     def __repr__(self) -> str:
         head = f"{type(self).__name__}(rule={self.rule.rule_name}, weights={self.weights_name!r}"
@@ -399,6 +460,129 @@ class LearnedOptimizer(torch.optim.Optimizer):
             for i, g in enumerate(self.param_groups)
         )
         return f"{head}; {groups})"
+
+
+def _like_param(p: Tensor, local: Tensor) -> Tensor:
+    """``local`` (state with ``p``'s local shape plus trailing dims) placed like ``p``: a DTensor
+    with ``p``'s mesh and placements for a DTensor parameter, else ``local`` itself."""
+    if not _is_dtensor(p):
+        return local
+    trailing = local.shape[_coords(p).dim() :]
+    shape = torch.Size((*p.shape, *((2,) if p.is_complex() else ()), *trailing))
+    stride = _contiguous_stride(shape)
+    return DTensor.from_local(local, p.device_mesh, p.placements, shape=shape, stride=stride)
+
+
+def _contiguous_stride(shape: tuple[int, ...]) -> tuple[int, ...]:
+    stride, acc = [], 1
+    for size in reversed(shape):
+        stride.append(acc)
+        acc *= max(size, 1)
+    return tuple(reversed(stride))
+
+
+# ---------------------------------------------------------------------- state-dict hooks
+def _refresh_identity(opt: LearnedOptimizer) -> None:
+    """state_dict pre-hook: record the rule's *current* weights (they may have been trained
+    since construction) in every param group."""
+    opt._identity_cache = opt._identity()
+    for group in opt.param_groups:
+        group[IDENTITY_KEY] = dict(opt._identity_cache)
+
+
+def _upgrade_and_check(opt: LearnedOptimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
+    """load_state_dict pre-hook: upgrade the optizoo ≤ 0.1 format, refuse other weights, and
+    keep the saved floating state so that :func:`_restore_state_dtype` can restore it."""
+    if (
+        not isinstance(state_dict, dict)
+        or "state" not in state_dict
+        or "param_groups" not in state_dict
+    ):
+        raise ValueError(
+            "not an optimizer state_dict: expected a dict with 'state' and 'param_groups'"
+        )
+    groups = [dict(g) for g in state_dict["param_groups"]]
+    legacy = state_dict.get(IDENTITY_KEY)
+    if legacy is not None:  # optizoo <= 0.1: one identity at the top level
+        for g in groups:
+            g.setdefault(IDENTITY_KEY, legacy)
+    mine = opt._identity()
+    for g in groups:
+        meta = g.get(IDENTITY_KEY)
+        if not isinstance(meta, dict):
+            raise StateMismatchError(
+                "this state_dict was not made by an optizoo LearnedOptimizer (no 'optizoo' "
+                "entry in its param groups); a torch optimizer's state cannot be loaded into "
+                "a learned optimizer"
+            )
+        if meta.get("rule") != mine["rule"] or meta.get("sha256") != mine["sha256"]:
+            raise StateMismatchError(
+                f"optimizer state was made with rule {meta.get('rule')!r} weights "
+                f"{meta.get('weights')!r} (sha256 {str(meta.get('sha256'))[:12]}…), but this "
+                f"optimizer has rule {mine['rule']!r} weights {mine['weights']!r} (sha256 "
+                f"{mine['sha256'][:12]}…); construct the optimizer with the same weights"
+            )
+        if "lr" in g:
+            _check_lr(g["lr"])
+        g[IDENTITY_KEY] = dict(mine)
+    if len(groups) != len(opt.param_groups):
+        raise ValueError(
+            f"state_dict has {len(groups)} param groups, optimizer has {len(opt.param_groups)}"
+        )
+    id_map: dict[Any, Tensor] = {}
+    for saved, group in zip(groups, opt.param_groups):
+        if len(saved["params"]) != len(group["params"]):
+            raise ValueError(
+                "a param group in the state_dict has a different number of parameters "
+                f"({len(saved['params'])}) than the optimizer's ({len(group['params'])})"
+            )
+        id_map.update(zip(saved["params"], group["params"]))
+    new_state: dict[Any, dict[str, Any]] = {}
+    opt._loading = []
+    for pid, pstate in state_dict["state"].items():
+        if pid not in id_map:
+            raise ValueError(f"state_dict has state for unknown parameter id {pid!r}")
+        p = id_map[pid]
+        shape = tuple(_coords(p).shape) if not _is_dtensor(p) else None
+        n = _real_numel(p) if not _is_dtensor(p) else None
+        out: dict[str, Any] = {}
+        keep: dict[str, Tensor] = {}
+        for k, v in pstate.items():
+            if k == "step":
+                out[k] = torch.as_tensor(float(v), dtype=torch.float32)
+                continue
+            if isinstance(v, Tensor) and shape is not None and not _is_dtensor(v):
+                if legacy is not None:  # optizoo <= 0.1: flat [n, ...] state
+                    if v.dim() == 0 or v.shape[0] != n:
+                        raise ValueError(
+                            f"state {k!r} of shape {tuple(v.shape)} does not match a parameter "
+                            f"with {n} coordinates (expected [{n}, ...])"
+                        )
+                    v = v.reshape((*shape, *v.shape[1:]))
+                elif tuple(v.shape[: len(shape)]) != shape:
+                    raise ValueError(
+                        f"state {k!r} of shape {tuple(v.shape)} does not match a parameter of "
+                        f"shape {shape} (expected {shape} + per-coordinate dimensions)"
+                    )
+            if isinstance(v, Tensor) and v.is_floating_point():
+                keep[k] = v
+            out[k] = v
+        opt._loading.append((p, keep))
+        new_state[pid] = out
+    return {**state_dict, "state": new_state, "param_groups": groups}
+
+
+def _restore_state_dtype(opt: LearnedOptimizer) -> None:
+    """load_state_dict post-hook: torch's loader casts floating state to the parameter's dtype
+    (bf16 for bf16 parameters); put back the saved values in the rule's state dtype."""
+    loading, opt._loading = opt._loading, []
+    for p, keep in loading:
+        sdtype = opt.rule.state_dtype(p.real.dtype if p.is_complex() else p.dtype)
+        for k, v in keep.items():
+            opt.state[p][k] = v.detach().to(device=p.device, dtype=sdtype).clone()
+    for p, st in opt.state.items():  # a state whose step was a Python int before the hooks
+        if isinstance(p, Tensor) and "step" in st and not isinstance(st["step"], Tensor):
+            st["step"] = torch.as_tensor(float(st["step"]), dtype=torch.float32)
 
 
 class LSTMOptimizer(LearnedOptimizer):
@@ -411,8 +595,13 @@ class LSTMOptimizer(LearnedOptimizer):
             :func:`optizoo.list_pretrained`, a path to a ``.safetensors`` weight file, or ``None``
             for a freshly initialized LSTM (the starting point for meta-training; it does not
             optimize anything well until trained).
+        state_dtype: ``None`` (the weights' own setting), ``"auto"`` (float32 state for
+            low-precision parameters) or ``"bfloat16"`` (halves the state's memory; the
+            arithmetic stays float32). Works with shipped weights: it does not change them.
         rule_kwargs: with ``weights=None``, keyword arguments of :class:`optizoo.rules.LSTMRule`.
-        maximize, max_chunk, skip_nonfinite, compile: as in :class:`LearnedOptimizer`.
+        weight_decay, maximize, max_chunk, skip_nonfinite, compile: as in
+            :class:`LearnedOptimizer` (``weight_decay`` needs a rule with a nominal step, as the
+            shipped default has).
 
     Example:
         >>> opt = optizoo.LSTMOptimizer(model.parameters())
@@ -422,9 +611,11 @@ class LSTMOptimizer(LearnedOptimizer):
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        lr: float = 1.0,
+        lr: float | Tensor = 1.0,
         *,
         weights: str | None = "default",
+        state_dtype: str | None = None,
+        weight_decay: float = 0.0,
         maximize: bool = False,
         max_chunk: int | None = None,
         skip_nonfinite: bool = True,
@@ -444,10 +635,13 @@ class LSTMOptimizer(LearnedOptimizer):
 
             path, name = resolve(weights)
             rule = rule_from_file(path, expect_rule="lstm")
+        if state_dtype is not None:
+            rule.set_state_dtype(state_dtype)
         super().__init__(
             params,
             rule,
             lr,
+            weight_decay=weight_decay,
             maximize=maximize,
             max_chunk=max_chunk,
             skip_nonfinite=skip_nonfinite,

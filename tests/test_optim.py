@@ -232,7 +232,9 @@ def test_state_dict_records_weights_and_refuses_other_weights():
     opt = LSTMOptimizer(p, weights=None)
     _step(opt, p)
     sd = opt.state_dict()
-    assert sd["optizoo"]["rule"] == "lstm" and len(sd["optizoo"]["sha256"]) == 64
+    assert set(sd) == {"state", "param_groups"}  # as torch's optimizers (DCP keeps only these)
+    meta = sd["param_groups"][0]["optizoo"]
+    assert meta["rule"] == "lstm" and len(meta["sha256"]) == 64
     other = LSTMOptimizer([nn.Parameter(torch.randn(5))], weights=None)  # other random weights
     with pytest.raises(StateMismatchError, match="same weights"):
         other.load_state_dict(sd)

@@ -39,6 +39,10 @@ class UpdateRule(nn.Module):
     rule_name: ClassVar[str] = "rule"
     #: Whether :meth:`forward` reads ``param`` (the current parameter values).
     needs_param: ClassVar[bool] = False
+    #: Whether every part of the rule is coordinate-wise, so that any subset of coordinates (a
+    #: chunk, an FSDP shard) can be stepped alone. A rule with per-tensor statistics sets
+    #: ``False``; the optimizer then refuses sharded (DTensor) parameters.
+    coordinatewise: ClassVar[bool] = True
 
     def init_state(self, flat: Tensor) -> State:
         """Fresh per-coordinate state for the coordinates ``flat`` (shape ``[n]``).
@@ -55,6 +59,12 @@ class UpdateRule(nn.Module):
         """
         return torch.float64 if param_dtype == torch.float64 else torch.float32
 
+    def decay_lr(self) -> Tensor | None:
+        """The rule's own step size, which scales a param group's decoupled ``weight_decay``
+        (AdamW's ``lr · weight_decay``), as a 0-d tensor; ``None`` if the rule has none (then
+        a non-zero ``weight_decay`` is refused)."""
+        return None
+
     def forward(
         self, grad: Tensor, state: State, *, param: Tensor | None = None, step: int
     ) -> tuple[Tensor, State]:
@@ -64,7 +74,8 @@ class UpdateRule(nn.Module):
             grad: flat gradient, shape ``[n]``.
             state: per-coordinate state from :meth:`init_state` or a previous call.
             param: flat current parameter values ``[n]`` (rules with ``needs_param``).
-            step: 1-based index of this step (1 on the first update).
+            step: 1-based index of this step (1 on the first update); a 0-d tensor when the
+                optimizer step is being compiled (so that it is not a recompiling constant).
 
         Returns:
             ``(update, new_state)``; ``update`` has ``grad``'s shape and is *added* to the

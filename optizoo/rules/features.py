@@ -123,7 +123,8 @@ class Features(nn.Module):
             ``(features [n, k], new_state, normalized)`` where ``normalized [n, B]`` holds the
             unclamped Adam-normalized momenta ``m̂_i / (√v̂ + ε)`` (the nominal directions).
         """
-        if step < 1:
+        tensor_step = isinstance(step, Tensor)  # a compiled optimizer step passes a 0-d tensor
+        if not tensor_step and step < 1:
             raise ValueError(f"step is 1-based, got {step}")
         dt = grad.dtype
         betas = torch.tensor(self.betas, dtype=dt, device=grad.device)
@@ -133,7 +134,10 @@ class Features(nn.Module):
         m = m_prev + (1 - betas) * (g - m_prev)
         v = self.beta2 * v_prev + (1 - self.beta2) * grad * grad
         bc1 = 1 - betas**step  # [B]
-        bc2_sqrt = math.sqrt(1 - self.beta2**step)
+        if tensor_step:
+            bc2_sqrt = (1 - self.beta2 ** step.to(dt)).sqrt()
+        else:
+            bc2_sqrt = math.sqrt(1 - self.beta2**step)
         # √max(v, 1e-30): never-moving coordinates (v = 0) would give an infinite derivative of
         # √v, hence NaN second-order meta-gradients; 1e-15 is far below any useful ε
         denom = v.clamp_min(_V_FLOOR).sqrt() / bc2_sqrt + self.eps  # [n]
@@ -149,7 +153,11 @@ class Features(nn.Module):
                 raise ValueError("these features include the parameter value; pass param=")
             feats.append(param.to(dt).unsqueeze(1))
         if self.progress:
-            prog = torch.tensor([math.tanh(step / t) for t in self.progress], dtype=dt)
+            if tensor_step:
+                taus = torch.tensor(self.progress, dtype=dt, device=grad.device)
+                prog = torch.tanh(step.to(device=grad.device, dtype=dt) / taus)
+            else:
+                prog = torch.tensor([math.tanh(step / t) for t in self.progress], dtype=dt)
             feats.append(prog.to(grad.device).expand(grad.shape[0], -1))
         x = torch.cat(feats, dim=1).clamp(-self.clip, self.clip)
         sdt = state["m"].dtype

@@ -46,6 +46,10 @@ class _HandDesigned(UpdateRule):
         """The learning rate ``exp(log_lr)`` as a differentiable tensor."""
         return self.log_lr.exp()
 
+    def decay_lr(self) -> Tensor:
+        """The learning rate, which scales a param group's decoupled ``weight_decay``."""
+        return self.lr.detach()
+
     @property
     def needs_param(self) -> bool:  # type: ignore[override]
         return self.weight_decay != 0
@@ -114,7 +118,10 @@ class Momentum(_HandDesigned):
     def forward(self, grad: Tensor, state: State, *, param: Tensor | None = None, step: int):
         d = self._decayed(grad, param)
         mu = self.momentum
-        if step <= 1:
+        if isinstance(step, Tensor):  # compiled optimizer step: no host-side branch
+            later = mu * state["momentum_buffer"] + (1 - self.dampening) * d
+            buf = torch.where(step <= 1, d, later)
+        elif step <= 1:
             buf = d
         else:
             buf = mu * state["momentum_buffer"] + (1 - self.dampening) * d

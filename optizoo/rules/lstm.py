@@ -54,6 +54,11 @@ _PARAMETERIZATIONS = ("direct", "nominal")
 _CELLS = ("lstm", "mlp")
 
 
+def _check_state_dtype(state_dtype: str) -> None:
+    if state_dtype not in _STATE_DTYPES:
+        raise ValueError(f"state_dtype must be one of {sorted(_STATE_DTYPES)}, got {state_dtype!r}")
+
+
 class LSTMRule(UpdateRule):
     """Coordinate-wise LSTM optimizer.
 
@@ -107,10 +112,7 @@ class LSTMRule(UpdateRule):
         positive_int(hidden_size, "hidden_size")
         positive_int(num_layers, "num_layers")
         positive_finite(output_scale, "output_scale")
-        if state_dtype not in _STATE_DTYPES:
-            raise ValueError(
-                f"state_dtype must be one of {sorted(_STATE_DTYPES)}, got {state_dtype!r}"
-            )
+        _check_state_dtype(state_dtype)
         if parameterization not in _PARAMETERIZATIONS:
             raise ValueError(
                 f"parameterization must be one of {list(_PARAMETERIZATIONS)}, got "
@@ -204,6 +206,19 @@ class LSTMRule(UpdateRule):
         if self.features is not None:
             return self.features.out_features
         return self.preprocess.out_features
+
+    def set_state_dtype(self, state_dtype: str) -> None:
+        """Change the state dtype (``"auto"``, ``"float32"`` or ``"bfloat16"``); the weights,
+        and so their sha256 identity, stay the same."""
+        _check_state_dtype(state_dtype)
+        self.state_dtype_name = state_dtype
+
+    def decay_lr(self) -> Tensor | None:
+        """The nominal step's learned learning rate ``exp(log_lr)`` (``None`` for the paper's
+        direct parameterization, which has no step size)."""
+        if self.parameterization != "nominal":
+            return None
+        return self.log_lr.detach().exp()
 
     def state_dtype(self, param_dtype: torch.dtype) -> torch.dtype:
         fixed = _STATE_DTYPES[self.state_dtype_name]

@@ -6,10 +6,20 @@ parametrize pytest over. Importing this package imports nothing heavier than tor
 base classes, so a plugin's tests can use it on their own. Guide: ``docs/plugins.md``.
 
     from optizoo.testing import check_optimizer, check_preprocessor, check_rule, check_task
+    from optizoo.testing import check_clients  # DCP, hooks, torch.compile, FSDP2
 """
 
 from __future__ import annotations
 
+from optizoo.testing.clients import (
+    CLIENT_CHECKS,
+    check_clients,
+    check_compiled_step,
+    check_dcp_round_trip,
+    check_fsdp2_step,
+    check_fsdp2_steps,
+    check_hooks,
+)
 from optizoo.testing.optimizers import (
     CHECKS,
     CORE_CHECKS,
@@ -29,6 +39,7 @@ from optizoo.testing.tasks import TASK_CHECKS, check_task, run_task_check
 
 __all__ = [
     "CHECKS",
+    "CLIENT_CHECKS",
     "CORE_CHECKS",
     "LEARNED_CHECKS",
     "PREPROCESSOR_CHECKS",
@@ -36,6 +47,12 @@ __all__ = [
     "TASK_CHECKS",
     "ConformanceError",
     "ConformanceReport",
+    "check_clients",
+    "check_compiled_step",
+    "check_dcp_round_trip",
+    "check_fsdp2_step",
+    "check_fsdp2_steps",
+    "check_hooks",
     "check_optimizer",
     "check_preprocessor",
     "check_rule",
