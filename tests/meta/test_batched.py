@@ -112,3 +112,15 @@ def test_meta_trainer_step_is_the_same_batched_or_not(monkeypatch):
     torch.testing.assert_close(torch.tensor(batched[0]), torch.tensor(looped[0]), **TOL)
     for a, b in zip(batched[1], looped[1]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batched_unroll_on_cuda_matches_the_loop():
+    task = tasks.get("mlp")
+    problems = [task.sample(torch.Generator().manual_seed(s), "cuda") for s in range(3)]
+    rule = LSTMRule().cuda()
+    a = unroll(rule, problems, 3).losses.detach()
+    b = unroll(rule, problems, 3, batch_problems=False).losses.detach()
+    assert a.device.type == "cuda"
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

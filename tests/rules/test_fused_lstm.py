@@ -121,3 +121,20 @@ def test_pack_weights_rejects_non_lstm_shapes():
         pack_weights(torch.zeros(6, 4), torch.zeros(6))
     with pytest.raises(ValueError, match="bias"):
         pack_weights(torch.zeros(8, 4), torch.zeros(7))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_matches_cpu_and_gradchecks(dtype):
+    ins = _inputs(n=300, k=2, hidden=20, dtype=dtype, strided=True)
+    pw, pb = pack_weights(*ins[3:])
+    cpu = [t.requires_grad_(True) for t in (*ins[:3], pw, pb)]
+    gpu = [t.detach().cuda().requires_grad_(True) for t in cpu]
+    hc, cc = lstm_layer(*cpu)
+    hg, cg = lstm_layer(*gpu)
+    torch.testing.assert_close(hg.cpu(), hc.detach(), **TOL[dtype])
+    torch.testing.assert_close(cg.cpu(), cc.detach(), **TOL[dtype])
+    small = [t.detach().cuda().double().requires_grad_(True) for t in _inputs(n=5, k=2, hidden=3)]
+    assert torch.autograd.gradcheck(LSTMCellFunction.apply, small)
+    assert torch.autograd.gradgradcheck(LSTMCellFunction.apply, small)
