@@ -21,6 +21,12 @@ Memory: each (implementation, horizon) runs one episode in a fresh subprocess, w
 peak of the bytes held by the autograd graph (saved-tensor hooks; deterministic) and the growth of
 the process's peak resident set.
 
+Side by side, in the same process: ours with the **fused** LSTM cell (the default: hand-written
+backward, ``optizoo.rules.fused_lstm``) and with the **unfused** composite cell (eager autograd,
+``lstm_layer_reference``); and, on the digits MLP and the conv task (``problems_per_step``
+problems per meta-step), the **batched** problems (one vmapped loss, the default) against the
+per-problem loop.
+
     python benchmarks/meta.py                 # table on stdout
     python benchmarks/meta.py --markdown      # the table for docs/benchmarks.md
 """
@@ -38,7 +44,11 @@ import time
 import torch
 from torch import nn
 
+import optizoo.rules.lstm as lstm_module
 from optizoo.meta.memory import GraphMeter
+from optizoo.rules.fused_lstm import lstm_layer, lstm_layer_reference
+
+unroll_module = sys.modules["optizoo.meta.unroll"]  # the package re-exports the function
 
 PROBLEMS, DIM, UNROLL = 128, 10, 20
 
@@ -100,9 +110,10 @@ class Reference:
 
 
 class Ours:
-    """optizoo's MetaTrainer on the same workload."""
+    """optizoo's MetaTrainer on the same workload (``cell``: ``"fused"`` or ``"unfused"``)."""
 
-    def __init__(self, horizon: int) -> None:
+    def __init__(self, horizon: int, cell: str = "fused") -> None:
+        self.cell = lstm_layer if cell == "fused" else lstm_layer_reference
         from optizoo.meta import MetaTrainer
         from optizoo.rules import LSTMRule
 
@@ -114,9 +125,56 @@ class Ours:
         )  # fmt: skip
 
     def episode(self, horizon: int) -> int:
-        for _ in range(horizon // UNROLL):
-            self.trainer.step()
+        lstm_module.lstm_layer = self.cell
+        try:
+            for _ in range(horizon // UNROLL):
+                self.trainer.step()
+        finally:
+            lstm_module.lstm_layer = lstm_layer
         return horizon * PROBLEMS
+
+
+class TaskRun:
+    """MetaTrainer on a task with several problems per meta-step, batched or looped."""
+
+    def __init__(self, task: str, problems: int, unroll: int, batched: bool) -> None:
+        from optizoo.meta import MetaTrainer
+        from optizoo.rules import LSTMRule
+
+        torch.manual_seed(0)
+        self.batched = batched
+        self.problems, self.unroll = problems, unroll
+        self.trainer = MetaTrainer(
+            LSTMRule(), task, unroll=unroll, horizon=10 * unroll, problems_per_step=problems,
+            eval_every=0, checkpoint_every=0, verbose=False,
+        )  # fmt: skip
+
+    def meta_step(self) -> int:
+        real = unroll_module.stacked_loss
+        if not self.batched:
+            unroll_module.stacked_loss = lambda *args: None
+        try:
+            self.trainer.step()
+        finally:
+            unroll_module.stacked_loss = real
+        return self.problems * self.unroll
+
+
+def task_throughput(task: str, problems: int, unroll: int, repeats: int) -> dict[str, list[float]]:
+    """Problem-steps/s of batched and looped problems, interleaved, per repeat."""
+    runs = {
+        "batched": TaskRun(task, problems, unroll, True),
+        "loop": TaskRun(task, problems, unroll, False),
+    }
+    for r in runs.values():
+        r.meta_step()  # warm-up
+    out: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(repeats):
+        for name, r in runs.items():
+            start = time.perf_counter()
+            steps = r.meta_step()
+            out[name].append(steps / (time.perf_counter() - start))
+    return out
 
 
 # ------------------------------------------------------------------ memory meter
@@ -188,12 +246,12 @@ def memory_table(horizons: list[int], threads: int) -> dict[tuple[str, int], dic
 
 def throughput(repeats: int, episodes: int, horizon: int) -> dict[str, list[float]]:
     """Interleaved timing of both implementations in this process; problem-steps/s per repeat."""
-    ours, ref = Ours(horizon), Reference()
-    ours.episode(horizon)  # warm-up
-    ref.episode(horizon)
-    result: dict[str, list[float]] = {"ours": [], "reference": []}
+    runners = {"ours": Ours(horizon), "unfused": Ours(horizon, "unfused"), "reference": Reference()}
+    for runner in runners.values():
+        runner.episode(horizon)  # warm-up
+    result: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(repeats):
-        for name, runner in (("ours", ours), ("reference", ref)):
+        for name, runner in runners.items():
             start = time.perf_counter()
             steps = sum(runner.episode(horizon) for _ in range(episodes))
             result[name].append(steps / (time.perf_counter() - start))
@@ -211,6 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both (default 1)")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
+    parser.add_argument(
+        "--task-problems", type=int, default=8, help="problems per meta-step on mlp/conv"
+    )
+    parser.add_argument("--task-unroll", type=int, default=5, help="unroll on mlp/conv")
+    parser.add_argument("--task-repeats", type=int, default=3, help="rounds on mlp/conv (0: skip)")
     parser.add_argument("--child", choices=["ours", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--horizon", type=int, default=100, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -221,6 +284,12 @@ def main(argv: list[str] | None = None) -> int:
 
     tp = throughput(args.repeats, args.episodes, 100)
     ratios = [o / r for o, r in zip(tp["ours"], tp["reference"])]
+    unfused_ratios = [o / r for o, r in zip(tp["unfused"], tp["reference"])]
+    fused_gain = [o / u for o, u in zip(tp["ours"], tp["unfused"])]
+    tasks_tp = {
+        t: task_throughput(t, args.task_problems, args.task_unroll, args.task_repeats)
+        for t in (("mlp", "conv") if args.task_repeats else ())
+    }
     h0, h1 = args.horizons[0], args.horizons[-1]
     tp_long = throughput(max(1, args.repeats // 2), 1, h1) if h1 != 100 else None
     mem = memory_table(args.horizons, args.threads)
@@ -232,7 +301,25 @@ def main(argv: list[str] | None = None) -> int:
             f"{med['reference']:,.0f}",
             f"{statistics.median(ratios):.2f}× (range {min(ratios):.2f}–{max(ratios):.2f})",
         ),
+        (
+            f"problem-steps/s, horizon 100, unfused cell (median of {args.repeats})",
+            f"{med['unfused']:,.0f}",
+            f"{med['reference']:,.0f}",
+            f"{statistics.median(unfused_ratios):.2f}×; fused/unfused "
+            f"{statistics.median(fused_gain):.2f}× (range {min(fused_gain):.2f}–{max(fused_gain):.2f})",
+        ),
     ]
+    for t, res in tasks_tp.items():
+        gain = [b / lp for b, lp in zip(res["batched"], res["loop"])]
+        rows.append(
+            (
+                f"{t}: problem-steps/s, {args.task_problems} problems batched / looped "
+                f"(median of {args.task_repeats})",
+                f"{statistics.median(res['batched']):,.0f} / {statistics.median(res['loop']):,.0f}",
+                "",
+                f"batched/looped {statistics.median(gain):.2f}× (range {min(gain):.2f}–{max(gain):.2f})",
+            )
+        )
     if tp_long is not None:
         o, r = statistics.median(tp_long["ours"]), statistics.median(tp_long["reference"])
         n = len(tp_long["ours"])

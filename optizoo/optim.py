@@ -46,6 +46,8 @@ paper's LSTM) refuse a non-zero ``weight_decay``. Other group options the adapte
 
 from __future__ import annotations
 
+import os
+import shutil
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -124,8 +126,10 @@ class LearnedOptimizer(torch.optim.Optimizer):
         skip_nonfinite: mask non-finite gradient coordinates (see module docstring).
         weights_name: a name recorded in ``state_dict`` to identify the rule's weights.
         compile: run the rule through ``torch.compile`` (fuses the per-coordinate elementwise
-            work; the first steps pay the compilation, tens of seconds on a small CPU). Results
-            agree with eager execution to float rounding, not bit for bit.
+            work; the first steps pay the compilation, tens of seconds on a small CPU, cached on
+            disk by inductor for later processes). Results agree with eager execution to float
+            rounding, not bit for bit. Optional: with no C++ compiler on the CPU, or if
+            compilation fails, the optimizer warns once and runs eagerly.
 
     Example:
         >>> opt = LearnedOptimizer(model.parameters(), rule=optizoo.rules.Adam(lr=1e-3))
@@ -227,6 +231,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
         """The rule with its meta-parameters on ``device`` (a cached copy when it lives elsewhere),
         compiled if requested."""
         tensors = list(self.rule.parameters()) + list(self.rule.buffers())
+        if self.compile and device.type == "cpu" and not _have_cpp_compiler():
+            self._compile_fallback("no C++ compiler was found (set CXX or install g++/clang++)")
         if all(t.device == device for t in tensors) and not self.compile:
             return self.rule
         version = tuple((id(t), t._version) for t in tensors)
@@ -379,7 +385,14 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 else:
                     g = torch.where(finite, g, torch.zeros((), dtype=g.dtype, device=g.device))
             param = flat_params[lo:hi] if flat_params is not None else None
-            update, new = rule(g, old, param=param, step=step)
+            try:
+                update, new = rule(g, old, param=param, step=step)
+            except Exception as exc:
+                if not self.compile:
+                    raise
+                self._compile_fallback(f"compilation failed ({type(exc).__name__}: {exc})")
+                rule = self._rule_on(device)
+                update, new = rule(g, old, param=param, step=step)
             if mask:
                 zero = torch.zeros((), dtype=update.dtype, device=device)
                 update = torch.where(finite, update, zero)
@@ -413,6 +426,17 @@ class LearnedOptimizer(torch.optim.Optimizer):
             torch._foreach_mul_(views, factor.to(views[0].dtype))
         else:  # AdamW's arithmetic: a Python float factor
             torch._foreach_mul_(views, 1.0 - lr * wd * float(rule_lr))
+
+    def _compile_fallback(self, why: str) -> None:
+        """Give up ``compile=True`` for this optimizer: warn once, run the rule eagerly."""
+        warnings.warn(
+            f"LearnedOptimizer(compile=True): {why}; running the rule eagerly (same results "
+            "to float rounding, slower)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        self.compile = False
+        self._rule_cache.clear()
 
     # ------------------------------------------------------------------ state_dict
     def _identity(self) -> dict[str, str]:
@@ -648,6 +672,12 @@ class LSTMOptimizer(LearnedOptimizer):
             weights_name=name,
             compile=compile,
         )
+
+
+def _have_cpp_compiler() -> bool:
+    """Whether inductor's CPU backend can find a C++ compiler (``$CXX``, g++, c++ or clang++)."""
+    names = [os.environ.get("CXX"), "g++", "c++", "clang++"]
+    return any(n and shutil.which(n) for n in names)
 
 
 def _check_lr(lr: Any) -> None:

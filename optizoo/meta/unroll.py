@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from optizoo.meta.batched import StackedLoss, stacked_loss
 from optizoo.rules.base import State, UpdateRule
 from optizoo.tasks.base import Problem, per_instance_scale
 
@@ -153,6 +154,22 @@ def _check_steps(steps: object, start: object) -> tuple[int, int]:
     return steps, start
 
 
+def _stacked(problems: list[Problem], layout: Layout, batch_problems: bool) -> StackedLoss | None:
+    return stacked_loss(problems, layout.names, layout.shapes) if batch_problems else None
+
+
+def _losses(
+    problems: list[Problem], layout: Layout, flat: Tensor, t: int, stacked: StackedLoss | None
+) -> tuple[Tensor, Tensor]:
+    """``(Σ losses, per-problem losses [P])`` at ``flat``: one vmapped call when the problems
+    stack (see :mod:`optizoo.meta.batched`), else one ``problem.loss`` per problem."""
+    if stacked is not None:
+        per = stacked(flat, t)
+        return per.sum(), per
+    total, losses = _total_loss(problems, layout.views(flat), t)
+    return total, (total.unsqueeze(0) if len(problems) == 1 else torch.stack(losses))
+
+
 def _total_loss(
     problems: list[Problem], views: list[Params], t: int
 ) -> tuple[Tensor, list[Tensor]]:
@@ -182,8 +199,12 @@ def unroll_flat(
     steps: int,
     start: int = 0,
     second_order: bool = False,
+    batch_problems: bool = True,
 ) -> tuple[Tensor, Tensor, State]:
     """The unroll loop on a flat vector (what :func:`unroll` and the trainer run).
+
+    ``batch_problems``: evaluate the losses of problems that stack (``P`` samples of one task)
+    as one vmapped call (:mod:`optizoo.meta.batched`); same results to float rounding.
 
     Returns ``(losses [steps + 1, P], final flat [n], final state)``, all with graph.
     """
@@ -192,18 +213,16 @@ def unroll_flat(
     if state is None:
         state = rule.init_state(flat.detach())
     needs_param = bool(getattr(rule, "needs_param", False))
+    stacked = _stacked(problems, layout, batch_problems)
     rows: list[Tensor] = []
     for t in range(start, start + steps):
-        views = layout.views(flat)
-        total, losses = _total_loss(problems, views, t)
-        rows.append(total if len(problems) == 1 else torch.stack(losses))
+        total, per = _losses(problems, layout, flat, t, stacked)
+        rows.append(per)
         g = _flat_grad(total, flat, create_graph=second_order, retain_graph=True)
         update, state = rule(g, state, param=flat if needs_param else None, step=t + 1)
         flat = flat + update
-    total, losses = _total_loss(problems, layout.views(flat), start + steps)
-    rows.append(total if len(problems) == 1 else torch.stack(losses))
-    out = torch.stack(rows)
-    return (out.unsqueeze(1) if len(problems) == 1 else out), flat, state
+    rows.append(_losses(problems, layout, flat, start + steps, stacked)[1])
+    return torch.stack(rows), flat, state
 
 
 def unroll(
@@ -215,6 +234,7 @@ def unroll(
     state: State | None = None,
     start: int = 0,
     second_order: bool = False,
+    batch_problems: bool = True,
 ) -> UnrollResult:
     """Unroll ``rule`` for ``steps`` updates on ``problem``, keeping the whole graph.
 
@@ -234,6 +254,8 @@ def unroll(
         second_order: differentiate through the optimizee gradients too (``create_graph=True``);
             needed when the meta-loss depends on the gradients' dependence on the meta-parameters
             (hand-designed rules' learning rate and momentum, exact hypergradients).
+        batch_problems: evaluate problems of one task as one vmapped loss (faster; same results
+            to float rounding); ``False`` calls each ``problem.loss`` in turn.
 
     Returns:
         An :class:`UnrollResult` (losses ``[steps + 1]`` before each update and after the last).
@@ -253,7 +275,15 @@ def unroll(
     layout = Layout(plist)
     flat = layout.flatten(plist)
     losses, flat, state = unroll_flat(
-        rule, problems, layout, flat, state, steps=steps, start=start, second_order=second_order
+        rule,
+        problems,
+        layout,
+        flat,
+        state,
+        steps=steps,
+        start=start,
+        second_order=second_order,
+        batch_problems=batch_problems,
     )
     views = layout.views(flat)
     return UnrollResult(
@@ -272,6 +302,7 @@ def rollout(
     steps: int,
     *,
     check_every: int = 16,
+    batch_problems: bool = True,
 ) -> Tensor:
     """Run ``rule`` for ``steps`` updates on fresh ``problems`` without any meta-graph.
 
@@ -289,14 +320,15 @@ def rollout(
     flat = layout.flatten(plist).detach()
     scale = per_instance_scale(problems)
     needs_param = bool(getattr(rule, "needs_param", False))
+    stacked = _stacked(problems, layout, batch_problems)
     with torch.no_grad():
         state = rule.init_state(flat)
     rows: list[Tensor] = []
     for t in range(steps + 1):
         with torch.enable_grad():
             x = flat.detach().requires_grad_(True)
-            total, losses = _total_loss(problems, layout.views(x), t)
-            rows.append(torch.stack([v.detach() for v in losses]))
+            total, per = _losses(problems, layout, x, t, stacked)
+            rows.append(per.detach())
             if t == steps:
                 break
             g = _flat_grad(total, x, create_graph=False, retain_graph=False)

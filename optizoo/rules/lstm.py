@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from optizoo._validate import nonnegative_finite, positive_finite, positive_int
 from optizoo.preprocess.base import Preprocessor
 from optizoo.rules.base import State, UpdateRule, log_learning_rate
+from optizoo.rules.fused_lstm import lstm_layer, pack_weights
 
 __all__ = ["LSTMRule"]
 
@@ -290,20 +291,16 @@ class LSTMRule(UpdateRule):
     def _lstm(self, x: Tensor, state: State, compute: torch.dtype) -> tuple[Tensor, State]:
         """The stacked LSTM on inputs ``x [n, k]``: top hidden state ``[n, H]`` and new h/c.
 
-        One matrix product gives all four gates of every coordinate; the cell-candidate rows
-        are pre-scaled by 2 so a single sigmoid serves all gates: tanh(z) = 2 sigmoid(2z) - 1.
-        ``split``/``unbind`` (not slicing) keep the backward free of zero-fill-and-copy steps.
+        Each layer is :func:`optizoo.rules.fused_lstm.lstm_layer`: one matrix product gives all
+        four gates of every coordinate; the cell-candidate rows are pre-scaled by 2 so a single
+        sigmoid serves all gates (tanh(z) = 2 sigmoid(2z) - 1), and the backward is hand-written.
         """
         h_prev = state["h"].to(compute).unbind(1)
         c_prev = state["c"].to(compute).unbind(1)
-        H = self.hidden_size
         hs, cs = [], []
         for layer in range(self.num_layers):
             w, b = self._fused(layer, compute)
-            gates = torch.addmm(b, torch.cat((x, h_prev[layer]), dim=1), w.t()).sigmoid_()
-            i, f, o, g = gates.split(H, dim=1)
-            c = torch.addcmul(f * c_prev[layer], i, g.mul(2.0).sub_(1.0))
-            x = o * torch.tanh(c)
+            x, c = lstm_layer(x, h_prev[layer], c_prev[layer], w, b)
             hs.append(x)
             cs.append(c)
         sdt = state["h"].dtype
@@ -317,13 +314,8 @@ class LSTMRule(UpdateRule):
         return (out.squeeze(-1) * self.output_scale).to(grad.dtype), new_state
 
     def _fused(self, layer: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """Layer weights in ``dtype`` with the cell-candidate rows scaled by 2 (see forward)."""
-        H = self.hidden_size
-        scale = torch.ones(4 * H, 1, dtype=dtype, device=self.head_bias.device)
-        scale[3 * H :] = 2.0
-        w = self.weights[layer].to(dtype) * scale
-        b = self.biases[layer].to(dtype) * scale.squeeze(1)
-        return w, b
+        """Layer weights in ``dtype``, packed for the fused cell (cell-candidate rows x 2)."""
+        return pack_weights(self.weights[layer].to(dtype), self.biases[layer].to(dtype))
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments; the options beyond the paper appear only when set, so the

@@ -152,6 +152,35 @@ class ClassifierProblem(Problem):
         x, y = self.batch(step)
         return F.cross_entropy(self._forward(params, x), y)
 
+    # -- the stacking protocol of optizoo.meta.batched (many problems as one vmapped loss)
+    def stack_signature(self) -> tuple[Any, ...]:
+        """Problems with equal signatures share :meth:`pure_loss` (same network, batch size)."""
+        return (self._forward, self.batch_size, id(self.data), tuple(self._x_train.shape[1:]))
+
+    def loss_inputs(self, step: int) -> tuple[Tensor, Tensor]:
+        """What :meth:`loss` reads at ``step``: the minibatch ``(x, y)`` (see :meth:`batch`)."""
+        return self.batch(step)
+
+    @staticmethod
+    def stacked_loss_inputs(
+        problems: Sequence[ClassifierProblem], step: int
+    ) -> tuple[tuple[Tensor, Tensor], tuple[int | None, int | None]]:
+        """The minibatches of problems with one signature, gathered with one ``index_select``:
+        ``((x [P, B, ...], y [P, B]), in_dims)``; the shared full batch when ``batch_size`` is
+        None."""
+        first = problems[0]
+        if first._sampler is None:
+            x, y = first.batch(step)
+            return (x, y), (None, None)
+        idx = torch.stack([p._sampler(check_step(step)) for p in problems])
+        x = first._x_train.index_select(0, idx.reshape(-1))
+        y = first._y_train.index_select(0, idx.reshape(-1))
+        return (x.unflatten(0, idx.shape), y.view(idx.shape)), (0, 0)
+
+    def pure_loss(self, params: Params, x: Tensor, y: Tensor) -> Tensor:
+        """:meth:`loss` as a pure function of the parameters and the minibatch."""
+        return F.cross_entropy(self._forward(params, x), y)
+
     def eval_loss(self, params: Params) -> Tensor:
         """Mean cross-entropy over the whole test split (gradients flow; wrap in no_grad)."""
         return F.cross_entropy(self._forward(params, self._x_test), self._y_test)

@@ -77,6 +77,20 @@ class QuadraticProblem(Problem):
         """Sum over the batch of ``||W_b θ_b − y_b||²`` (deterministic: ``step`` is unused)."""
         return torch.baddbmm(self._neg_y, self.W, params["theta"].unsqueeze(-1)).square().sum()
 
+    # -- the stacking protocol of optizoo.meta.batched (many problems as one vmapped loss)
+    def stack_signature(self) -> tuple[Any, ...]:
+        """Quadratics of one shape and dtype stack."""
+        return ("quadratic", tuple(self.W.shape), self.W.dtype, self.W.device)
+
+    def loss_inputs(self, step: int = 0) -> tuple[Tensor, Tensor]:
+        """What :meth:`loss` reads: ``W`` and ``−y`` (``[batch, dim, 1]``)."""
+        return self.W, self._neg_y
+
+    @staticmethod
+    def pure_loss(params: dict[str, Tensor], W: Tensor, neg_y: Tensor) -> Tensor:
+        """:meth:`loss` as a pure function of ``θ``, ``W`` and ``−y``."""
+        return torch.baddbmm(neg_y, W, params["theta"].unsqueeze(-1)).square().sum()
+
     def solution(self) -> Tensor:
         """The minimizer ``θ* = W⁻¹ y`` per problem, ``[batch, dim]`` (loss 0 when W is regular)."""
         return torch.linalg.solve(self.W, self.y)
