@@ -134,20 +134,73 @@ def test_json_round_trip(report: SuiteReport) -> None:
         SuiteReport.from_json({"format": "other"})
 
 
-def test_baselines_are_reused_when_settings_match(tmp_path, report: SuiteReport) -> None:
-    path = tmp_path / "baselines.json"
-    report.baselines.save_json(path)
-    loaded = SuiteBaselines.from_json(path)
-    assert loaded.settings == report.settings
-    again = evaluate_architectures("adam:lr=0.01", baselines=path, **TINY)
+def _runs(report: SuiteReport) -> dict:
+    out = report.baselines.to_json()["results"]
+    return {t: {b: {**r, "seconds": 0} for b, r in per.items()} for t, per in out.items()}
+
+
+def test_baselines_are_reused_per_task_when_settings_match(tmp_path, report: SuiteReport) -> None:
+    folder = tmp_path / "baselines"
+    first = evaluate_architectures("adam:lr=0.01", baselines=folder, **TINY)
+    assert first.baseline_seconds > 0 and (folder / "wine-mlp.json").is_file()
+    assert _runs(first) == _runs(report)  # deterministic
+    again = evaluate_architectures("adamw", baselines=folder, **TINY)
     assert again.baseline_seconds == 0.0
-    assert again.baselines.to_json() == report.baselines.to_json()
-    # other settings: recomputed (and written back)
-    other = evaluate_architectures("adam:lr=0.01", baselines=path, seeds=3, **TINY)
-    assert other.baseline_seconds > 0 and len(other.settings.seeds) == 3
-    assert len(SuiteBaselines.from_json(path).settings.seeds) == 3
+    assert again.table() == report.table()
+    # a second task joins the folder; the first is reused
+    both = evaluate_architectures(
+        "adam:lr=0.01", baselines=folder, **{**TINY, "tasks": ["wine-mlp", "friedman-mlp"]}
+    )
+    assert both.baselines.results["wine-mlp"]["adam"].to_json() == (
+        again.baselines.results["wine-mlp"]["adam"].to_json()  # seconds included: reused
+    )
+    assert (folder / "friedman-mlp.json").is_file()
+    # other settings: recomputed and written back
+    other = evaluate_architectures("adam:lr=0.01", baselines=folder, seeds=3, **TINY)
+    assert other.baseline_seconds > 0
+    saved = SuiteBaselines.from_json(folder / "wine-mlp.json")
+    assert len(saved.settings.seeds) == 3
     with pytest.raises(ValueError, match="other suite settings"):
-        evaluate_architectures("adam:lr=0.01", baselines=loaded, seeds=3, **TINY)
+        evaluate_architectures("adam:lr=0.01", baselines=report.baselines, seeds=3, **TINY)
+    with pytest.raises(ValueError, match="folder"):
+        evaluate_architectures("adam:lr=0.01", baselines=folder / "wine-mlp.json", **TINY)
+
+
+def test_two_stage_tuning_with_several_tuning_seeds() -> None:
+    r = evaluate_architectures("adamw", tune_seeds=2, **TINY)
+    s = r.settings
+    adam = r.baselines.results["wine-mlp"]["adam"]
+    task = get("tabular", **ARCHITECTURE_TASKS[7].args)
+    first = []
+    for c in adam.configs:  # stage 1, recomputed here: every lr on the first tuning seed
+        traj = run_trajectories(
+            task,
+            lambda p, lr=c["lr"]: torch.optim.Adam(p, lr=lr),
+            [s.tune_seeds[0]],
+            20,
+            test_steps=[2, 6, 20],
+        )
+        first.append(np.where(np.isfinite(traj.test[0]), traj.test[0], np.inf))
+    first = np.array(first)
+    finalists = sorted(
+        {int(i) for b in range(3) for i in np.argsort(first[:, b], kind="stable")[:3]}
+    )
+    for i in range(len(adam.configs)):
+        if i not in finalists:
+            np.testing.assert_allclose(adam.scores[i], first[i])
+    for b in range(3):
+        assert adam.chosen[b] in finalists
+        assert adam.chosen[b] == min(finalists, key=lambda i: (adam.scores[i, b], i))
+    # a finalist's score is the mean over both tuning seeds
+    i = adam.chosen[-1]
+    traj = run_trajectories(
+        task,
+        lambda p: torch.optim.Adam(p, lr=adam.configs[i]["lr"]),
+        list(s.tune_seeds),
+        20,
+        test_steps=[2, 6, 20],
+    )
+    np.testing.assert_allclose(adam.scores[i], traj.test.mean(axis=0))
 
 
 def test_one_figure_per_task(tmp_path, report: SuiteReport) -> None:

@@ -165,10 +165,10 @@ def register(subparsers: Any) -> None:
     )
     e.add_argument(
         "--baselines",
-        metavar="PATH",
+        metavar="FOLDER",
         default=None,
-        help="architecture suite: JSON of the baseline runs, reused when its settings match, "
-        "else computed and written there",
+        help="architecture suite: folder of baseline runs (TASK.json per task), reused where "
+        "the settings match, else computed and written there",
     )
     e.add_argument("--optimizer", required=True, metavar="SPEC", help=_SPEC_HELP)
     e.add_argument(

@@ -438,7 +438,7 @@ def evaluate(
             Default: the ``horizon`` of the weight file's training record, else 100.
         suite: a name in :data:`SUITES` or a sequence of :class:`EvalTask`. ``"architectures"``
             runs :func:`optizoo.compare.suite.evaluate_architectures` (``horizon`` is its base budget,
-            default 50; ``threads`` default 1; ``baselines`` a JSON file of reusable baseline
+            default 50; ``threads`` default 1; ``baselines`` a folder of reusable baseline
             runs) and returns its :class:`~optizoo.compare.suite.SuiteReport`.
         tasks: only the suite tasks with these names (e.g. ``["mlp-20-sigmoid"]``).
         seeds: evaluation problems per task (default 10; 3 with ``quick``).

@@ -31,13 +31,16 @@ Protocol (``optizoo evaluate --suite architectures``):
 
 The baseline runs do not depend on the optimizer under test: :class:`SuiteBaselines` holds them
 as plain data (JSON), so that candidates can be evaluated against one saved set
-(``baselines=PATH``), which is recomputed only when the suite's settings differ. The runs use
+(``baselines=FOLDER``, one file per task), which is recomputed only for tasks whose settings
+differ. Tuning is two-staged to halve its cost: every configuration runs on the first tuning
+seed, the 3 best of each budget on the others (:func:`_tune`). The runs use
 :func:`optizoo.compare.runner.run_trajectories` (the same run, divergence and loss-scaling rules as
 ``optizoo compare``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -68,6 +71,7 @@ __all__ = [
     "SuiteBaselines",
     "SuiteReport",
     "SuiteSettings",
+    "baselines_for",
     "count_verdicts",
     "evaluate_architectures",
     "run_baselines",
@@ -215,7 +219,8 @@ class BaselineResult:
     Attributes:
         baseline: the :class:`Baseline`'s name.
         configs: the configurations tried.
-        scores: ``[len(configs), len(budgets)]`` mean tuning test loss (``inf``: diverged).
+        scores: ``[len(configs), len(budgets)]`` mean tuning test loss over the tuning seeds the
+            configuration ran on (all of them for the finalists; ``inf``: diverged).
         chosen: per budget, the index into ``configs`` of the configuration used.
         runs: ``config index -> test loss [seeds, len(steps)]`` on the evaluation seeds at the
             suite's measured steps (``inf`` after a divergence; steps past the longest budget
@@ -336,6 +341,53 @@ def _test_curves(
     return out
 
 
+#: configurations per budget that the first tuning seed passes on to the other tuning seeds
+FINALISTS = 3
+
+
+def _tune(
+    task_def: EvalTask,
+    baseline: Baseline,
+    configs: list[dict[str, float]],
+    settings: SuiteSettings,
+    device: torch.device | str | None,
+    progress: Any,
+) -> tuple[np.ndarray, list[int]]:
+    """Per-budget tuning in two stages: every configuration on the first tuning seed, then the
+    :data:`FINALISTS` best of each budget (their union) on the other tuning seeds; a budget's
+    choice is the finalist with the lowest mean test loss over all tuning seeds (a diverged run
+    ranks last; ties go to the first). Returns the mean scores ``[configs, budgets]`` (over the
+    seeds each configuration ran on) and the chosen index per budget."""
+    budgets = settings.budgets
+    seeds = list(settings.tune_seeds)
+
+    def curves(config: Mapping[str, float], on: list[int]) -> np.ndarray:
+        out = _test_curves(
+            task_def, baseline.factory(config), on, budgets[-1], budgets, device, progress
+        )
+        return np.where(np.isfinite(out), out, np.inf)  # sums of inf stay inf
+
+    totals = np.stack([curves(c, seeds[:1]).sum(axis=0) for c in configs])
+    counts = np.ones(len(configs))
+    finalists = sorted(
+        {
+            int(i)
+            for b in range(len(budgets))
+            for i in np.argsort(totals[:, b], kind="stable")[:FINALISTS]
+        }
+    )
+    if len(seeds) > 1:
+        for i in finalists:
+            totals[i] += curves(configs[i], seeds[1:]).sum(axis=0)
+            counts[i] = len(seeds)
+    scores = totals / counts[:, None]
+    chosen = []
+    for b in range(len(budgets)):
+        pool = finalists if len(seeds) > 1 else range(len(configs))
+        chosen.append(min(pool, key=lambda i: (scores[i, b], i)))
+    return scores, chosen
+
+
 def _run_baseline(
     task_def: EvalTask,
     baseline: Baseline,
@@ -347,21 +399,7 @@ def _run_baseline(
     budgets = settings.budgets
     configs = [dict(c) for c in baseline.configs]
     if baseline.tuned:
-        scores = np.empty((len(configs), len(budgets)))
-        for i, config in enumerate(configs):
-            curves = _test_curves(
-                task_def,
-                baseline.factory(config),
-                settings.tune_seeds,
-                budgets[-1],
-                budgets,
-                device,
-                progress,
-            )
-            with np.errstate(invalid="ignore"):
-                finite = np.isfinite(curves).all(axis=0)
-                scores[i] = np.where(finite, curves.mean(axis=0), np.inf)
-        chosen = [int(np.argmin(scores[:, b])) for b in range(len(budgets))]  # ties: first
+        scores, chosen = _tune(task_def, baseline, configs, settings, device, progress)
     else:
         scores = np.full((1, len(budgets)), np.nan)
         chosen = [0] * len(budgets)
@@ -649,8 +687,9 @@ def evaluate_architectures(
         tune_seeds: tuning problems per configuration (2; 1 with ``quick``).
         quick: a smoke test (:data:`QUICK`): coarse grids and few seeds, not numbers for a card.
         seed: run seed; problem seeds derive from it (:func:`optizoo.compare.problem_seeds`).
-        baselines: reuse these baseline runs: a :class:`SuiteBaselines` or a JSON path. A path
-            that does not exist, or holds runs of other settings, is (re)computed and written.
+        baselines: reuse baseline runs: a :class:`SuiteBaselines`, or a folder of per-task JSON
+            files, where tasks run with other settings (or missing) are computed and written
+            (:func:`baselines_for`).
         threads: torch CPU threads during the runs (1: the fastest for these small networks).
     """
     known = {t.name: t for t in ARCHITECTURE_TASKS}
@@ -683,13 +722,11 @@ def evaluate_architectures(
         QUICK["adamw_grid"] if quick else ADAMW_GRID,
     )
     factory, label = _optimizer_factory(optimizer)
-    ref, path, baseline_seconds = _reuse(baselines, settings)
-    if ref is None:
-        start = time.perf_counter()
-        ref = run_baselines(settings, device=device, threads=threads, verbose=verbose)
-        baseline_seconds = time.perf_counter() - start
-        if path is not None:
-            ref.save_json(path)
+    start = time.perf_counter()
+    ref, computed = baselines_for(
+        settings, baselines, device=device, threads=threads, verbose=verbose
+    )
+    baseline_seconds = time.perf_counter() - start if computed else 0.0
     start = time.perf_counter()
     learned: dict[str, np.ndarray] = {}
     with num_threads(threads):
@@ -716,22 +753,48 @@ def evaluate_architectures(
     )
 
 
-def _reuse(
-    baselines: SuiteBaselines | str | os.PathLike[str] | None, settings: SuiteSettings
-) -> tuple[SuiteBaselines | None, Path | None, float]:
-    """Saved baselines for ``settings`` (or ``None``), and the path to write new ones to."""
-    if baselines is None:
-        return None, None, 0.0
+def baselines_for(
+    settings: SuiteSettings,
+    baselines: SuiteBaselines | str | os.PathLike[str] | None = None,
+    *,
+    device: torch.device | str | None = None,
+    threads: int | None = 1,
+    verbose: bool = True,
+) -> tuple[SuiteBaselines, bool]:
+    """The baseline runs for ``settings``: given, reused from a folder, or computed.
+
+    ``baselines`` is a :class:`SuiteBaselines` (must match ``settings``), ``None`` (compute), or a
+    folder holding one ``TASK.json`` per task: a task whose file holds runs of the same settings
+    is reused, any other is computed and its file (re)written as soon as it is done (so an
+    interrupted run keeps its finished tasks, and several processes can fill one folder with
+    different ``tasks``). Returns the baselines and whether any task was computed.
+    """
     if isinstance(baselines, SuiteBaselines):
         if baselines.settings != settings:
             raise ValueError(
                 "the given baselines were run with other suite settings (tasks, budgets, seeds, "
                 "grids or torch version); run them again for these settings"
             )
-        return baselines, None, 0.0
-    path = Path(baselines)
-    if path.is_file():
-        saved = SuiteBaselines.from_json(path)
-        if saved.settings == settings:
-            return saved, path, 0.0
-    return None, path, 0.0
+        return baselines, False
+    folder = None if baselines is None else Path(baselines)
+    if folder is not None and folder.exists() and not folder.is_dir():
+        raise ValueError(
+            f"baselines={str(folder)!r} must be a folder (one TASK.json per task), not a file"
+        )
+    results: dict[str, dict[str, BaselineResult]] = {}
+    computed = False
+    for t in settings.tasks:
+        single = dataclasses.replace(settings, tasks=(t,))
+        path = None if folder is None else folder / f"{t.name}.json"
+        if path is not None and path.is_file():
+            saved = SuiteBaselines.from_json(path)
+            if saved.settings == single:
+                results[t.name] = saved.results[t.name]
+                continue
+        fresh = run_baselines(single, device=device, threads=threads, verbose=verbose)
+        computed = True
+        if path is not None:
+            folder.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+            fresh.save_json(path)
+        results[t.name] = fresh.results[t.name]
+    return SuiteBaselines(settings, results), computed
