@@ -203,6 +203,20 @@ def test_two_stage_tuning_with_several_tuning_seeds() -> None:
     np.testing.assert_allclose(adam.scores[i], traj.test.mean(axis=0))
 
 
+def test_merge_reports_of_task_subsets(report: SuiteReport) -> None:
+    other = evaluate_architectures("adamw", **{**TINY, "tasks": ["friedman-mlp"]})
+    merged = SuiteReport.merge([other, report])
+    assert [t.name for t in merged.settings.tasks] == ["wine-mlp", "friedman-mlp"]  # suite order
+    assert len(merged.cells()) == 2 * len(report.cells())
+    assert merged.cells()[: len(report.cells())] == report.cells()
+    assert merged.counts()["adam"][1] == 6
+    with pytest.raises(ValueError, match="disjoint"):
+        SuiteReport.merge([report, report])
+    lstm = evaluate_architectures("adam:lr=0.01", **{**TINY, "tasks": ["friedman-mlp"]})
+    with pytest.raises(ValueError, match="share optimizer"):
+        SuiteReport.merge([report, lstm])
+
+
 def test_one_figure_per_task(tmp_path, report: SuiteReport) -> None:
     paths = report.plot(tmp_path / "figs")
     assert [p.name for p in paths] == ["wine-mlp.png"]

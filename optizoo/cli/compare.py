@@ -153,7 +153,7 @@ def register(subparsers: Any) -> None:
             "nets with and without batch norm, deep and wide MLPs, an autoencoder, a transformer "
             "language model, a GRU and two tabular networks, against Adam (lr tuned), AdamW (lr "
             "and weight decay tuned) and AdamW at torch's defaults, tuned per task and budget, at "
-            "1x, 3x, 10x a base budget (--horizon, 50). Reports mean test loss with 95% CIs and "
+            "1x, 3x, 10x a base budget (--horizon, 30). Reports mean test loss with 95% CIs and "
             "paired differences."
         ),
     )
@@ -196,7 +196,7 @@ def register(subparsers: Any) -> None:
         "--quick",
         action="store_true",
         help="a smoke test, not numbers for a card (default suite: 3 seeds, 2 tuning seeds, "
-        "4-point grid; architectures: base 20 steps, 2 seeds, 1 tuning seed, coarse grids)",
+        "4-point grid; architectures: base 10 steps, 2 seeds, 1 tuning seed, coarse grids)",
     )
     _common(e)
     e.set_defaults(func=run_evaluate)

@@ -102,7 +102,7 @@ SUITES: dict[str, tuple[EvalTask, ...]] = {
         ),
     ),
     # the architecture suite (optizoo.compare.suite): many kinds of small networks, all data bundled or
-    # generated; every training step costs milliseconds on one CPU thread; base budget 50 steps
+    # generated; every training step costs milliseconds on one CPU thread; base budget 30 steps
     "architectures": (
         EvalTask(
             "conv-bn",
@@ -171,6 +171,29 @@ def measurement_steps(horizon: int, multiples: Sequence[int], points: int = 24) 
     last = max(multiples) * horizon
     logs = np.unique(np.round(np.geomspace(1, last, points)).astype(int)).tolist()
     return sorted({0, *logs, *(m * horizon for m in multiples)})
+
+
+def select_tasks(
+    suite_tasks: Sequence[EvalTask], names: Sequence[str] | None
+) -> tuple[EvalTask, ...]:
+    """The suite tasks called ``names`` (all of them for ``None``), in the order given."""
+    if names is None:
+        return tuple(suite_tasks)
+    known = {t.name: t for t in suite_tasks}
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown suite task(s) {unknown or list(names)}; the suite has: {', '.join(known)}"
+        )
+    return tuple(known[name] for name in names)
+
+
+def check_multiples(multiples: Sequence[int]) -> tuple[int, ...]:
+    """Budget multiples as sorted distinct positive ints."""
+    mults = tuple(sorted({int(m) for m in multiples}))
+    if not mults or mults[0] < 1:
+        raise ValueError(f"multiples must be positive ints such as (1, 2, 10), got {multiples!r}")
+    return mults
 
 
 def _resolve_suite(suite: str | Sequence[EvalTask]) -> tuple[EvalTask, ...]:
@@ -438,7 +461,7 @@ def evaluate(
             Default: the ``horizon`` of the weight file's training record, else 100.
         suite: a name in :data:`SUITES` or a sequence of :class:`EvalTask`. ``"architectures"``
             runs :func:`optizoo.compare.suite.evaluate_architectures` (``horizon`` is its base budget,
-            default 50; ``threads`` default 1; ``baselines`` a folder of reusable baseline
+            default 30; ``threads`` default 1; ``baselines`` a folder of reusable baseline
             runs) and returns its :class:`~optizoo.compare.suite.SuiteReport`.
         tasks: only the suite tasks with these names (e.g. ``["mlp-20-sigmoid"]``).
         seeds: evaluation problems per task (default 10; 3 with ``quick``).
@@ -477,16 +500,7 @@ def evaluate(
     if baselines is not None:
         raise ValueError("baselines= applies to the architecture suite only")
     multiples = (1, 2, 10) if multiples is None else multiples
-    suite_tasks = _resolve_suite(suite)
-    if tasks is not None:
-        known = {t.name: t for t in suite_tasks}
-        unknown = [name for name in tasks if name not in known]
-        if unknown or not tasks:
-            raise ValueError(
-                f"unknown suite task(s) {unknown or list(tasks)}; the suite has: {', '.join(known)}"
-            )
-        suite_tasks = [known[name] for name in tasks]
-    tasks = suite_tasks
+    tasks = select_tasks(_resolve_suite(suite), tasks)
     spec = parse_spec(optimizer)
     training = _training_record(spec.text) if spec.text else {}
     if horizon is None:
@@ -494,9 +508,7 @@ def evaluate(
         horizon = recorded if isinstance(recorded, int) and recorded >= 1 else 100
     if not (isinstance(horizon, int) and horizon >= 1):
         raise ValueError(f"horizon must be a positive int, got {horizon!r}")
-    mults = tuple(sorted({int(m) for m in multiples}))
-    if not mults or mults[0] < 1:
-        raise ValueError(f"multiples must be positive ints such as (1, 2, 10), got {multiples!r}")
+    mults = check_multiples(multiples)
     n_seeds = seeds if seeds is not None else (QUICK["seeds"] if quick else 10)
     n_tune = tune_seeds if tune_seeds is not None else (QUICK["tune_seeds"] if quick else 5)
     lr_grid = tuple(grid) if grid is not None else (QUICK["grid"] if quick else DEFAULT_GRID)

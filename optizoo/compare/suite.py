@@ -13,7 +13,7 @@ Protocol (``optizoo evaluate --suite architectures``):
   transformer language model on the bundled corpus, a GRU on the adding problem, an MLP on the
   bundled wine data (classification) and on Friedman's regression problem. All data is bundled
   or generated.
-- **Budgets**: ``multiples`` (1, 3, 10) × a base budget of ``base`` steps (50).
+- **Budgets**: ``multiples`` (1, 3, 10) × a base budget of ``base`` steps (30).
 - **Baselines** (:data:`BASELINES`): Adam with its learning rate tuned per task and per budget
   over :data:`ADAM_GRID` (17 points, 4 per decade, 1e-4..1); AdamW with learning rate and weight
   decay tuned per task and budget over :data:`ADAMW_GRID` (6 learning rates, 2 per decade,
@@ -54,7 +54,14 @@ import numpy as np
 import torch
 
 from optizoo._io import write_text_atomic
-from optizoo.compare.evaluate import SUITES, EvalTask, _verdict, measurement_steps
+from optizoo.compare.evaluate import (
+    SUITES,
+    EvalTask,
+    _verdict,
+    check_multiples,
+    measurement_steps,
+    select_tasks,
+)
 from optizoo.compare.runner import num_threads, problem_seeds, resolve_task, run_trajectories
 from optizoo.compare.specs import OptimizerFactory, parse_spec
 from optizoo.compare.stats import Interval, format_interval, mean_ci, paired_difference
@@ -145,12 +152,12 @@ def _baselines(
 #: the full suite's baselines
 BASELINES: tuple[Baseline, ...] = _baselines(ADAM_GRID, ADAMW_GRID)
 
-#: the base budget (steps) of the full suite: budgets 50, 150, 500
-DEFAULT_BASE = 50
+#: the base budget (steps) of the full suite: budgets 30, 90, 300
+DEFAULT_BASE = 30
 
-#: ``quick=True``: a smoke test (2 seeds, 1 tuning seed, coarse grids, base budget 20 steps)
+#: ``quick=True``: a smoke test (2 seeds, 1 tuning seed, coarse grids, base budget 10 steps)
 QUICK: dict[str, Any] = {
-    "base": 20,
+    "base": 10,
     "seeds": 2,
     "tune_seeds": 1,
     "adam_grid": tuple(log_grid(1e-4, 1.0, 5)),
@@ -630,6 +637,47 @@ class SuiteReport:
         return write_text_atomic(path, json.dumps(self.to_json()))
 
     @classmethod
+    def merge(cls, reports: Sequence[SuiteReport]) -> SuiteReport:
+        """One report from reports of one optimizer on disjoint task subsets (e.g. run in
+        parallel processes), tasks in the suite's order; seconds add up."""
+        if not reports:
+            raise ValueError("merge needs at least one report")
+        first = reports[0]
+        names = [t.name for r in reports for t in r.settings.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"reports to merge must cover disjoint tasks, got {names}")
+        for r in reports[1:]:
+            same = dataclasses.replace(r.settings, tasks=first.settings.tasks)
+            if same != first.settings or (r.optimizer, r.confidence) != (
+                first.optimizer,
+                first.confidence,
+            ):
+                raise ValueError("reports to merge must share optimizer and suite settings")
+        order = {t.name: i for i, t in enumerate(ARCHITECTURE_TASKS)}
+        tasks = sorted(
+            (t for r in reports for t in r.settings.tasks),
+            key=lambda t: order.get(t.name, len(order)),
+        )
+        settings = dataclasses.replace(first.settings, tasks=tuple(tasks))
+        learned = {
+            t.name: next(r.learned[t.name] for r in reports if t.name in r.learned) for t in tasks
+        }
+        results = {
+            t.name: next(r.baselines.results[t.name] for r in reports if t.name in r.learned)
+            for t in tasks
+        }
+        return cls(
+            first.optimizer,
+            settings,
+            first.confidence,
+            learned,
+            SuiteBaselines(settings, results),
+            sum(r.seconds for r in reports),
+            sum(r.baseline_seconds for r in reports),
+            first.label,
+        )
+
+    @classmethod
     def from_json(cls, data: Mapping[str, Any] | str | os.PathLike[str]) -> SuiteReport:
         if not isinstance(data, Mapping):
             data = json.loads(Path(data).read_text())
@@ -682,7 +730,7 @@ def evaluate_architectures(
             pretrained name, ``"NAME=PATH.safetensors"``, or a torch baseline (run with the
             options given, at torch's default lr when none is given; never tuned).
         tasks: only the suite tasks with these names.
-        base: the base budget in steps (50; 20 with ``quick``); budgets are ``multiples × base``.
+        base: the base budget in steps (30; 10 with ``quick``); budgets are ``multiples × base``.
         seeds: evaluation problems per task (5; 2 with ``quick``).
         tune_seeds: tuning problems per configuration (2; 1 with ``quick``).
         quick: a smoke test (:data:`QUICK`): coarse grids and few seeds, not numbers for a card.
@@ -692,20 +740,11 @@ def evaluate_architectures(
             (:func:`baselines_for`).
         threads: torch CPU threads during the runs (1: the fastest for these small networks).
     """
-    known = {t.name: t for t in ARCHITECTURE_TASKS}
-    if tasks is not None:
-        unknown = [n for n in tasks if n not in known]
-        if unknown or not tasks:
-            raise ValueError(
-                f"unknown suite task(s) {unknown or list(tasks)}; the suite has: {', '.join(known)}"
-            )
-    chosen = tuple(known[n] for n in tasks) if tasks is not None else ARCHITECTURE_TASKS
+    chosen = select_tasks(ARCHITECTURE_TASKS, tasks)
     base = base if base is not None else (QUICK["base"] if quick else DEFAULT_BASE)
     if isinstance(base, bool) or not isinstance(base, int) or base < 1:
         raise ValueError(f"base must be a positive int (steps), got {base!r}")
-    mults = tuple(sorted({int(m) for m in multiples}))
-    if not mults or mults[0] < 1:
-        raise ValueError(f"multiples must be positive ints such as (1, 3, 10), got {multiples!r}")
+    mults = check_multiples(multiples)
     n_seeds = seeds if seeds is not None else (QUICK["seeds"] if quick else 5)
     n_tune = tune_seeds if tune_seeds is not None else (QUICK["tune_seeds"] if quick else 2)
     for value, what in ((n_seeds, "seeds"), (n_tune, "tune_seeds")):
