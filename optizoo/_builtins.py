@@ -30,11 +30,15 @@ def optizoo_rules() -> dict[str, Any]:
 
 @hookimpl
 def optizoo_tasks() -> dict[str, Any]:
+    from optizoo.tasks.autoencoder import AutoencoderTask
     from optizoo.tasks.conv import ConvTask
     from optizoo.tasks.linreg import LinRegTask
     from optizoo.tasks.mix import MixTask
     from optizoo.tasks.mlp import MLPTask
     from optizoo.tasks.quadratic import QuadraticTask
+    from optizoo.tasks.sequence import RNNTask
+    from optizoo.tasks.tabular import TabularTask
+    from optizoo.tasks.transformer import TransformerLMTask
 
     return {
         "quadratic": QuadraticTask,
@@ -42,6 +46,10 @@ def optizoo_tasks() -> dict[str, Any]:
         "mlp": MLPTask,
         "conv": ConvTask,
         "mix": MixTask,
+        "autoencoder": AutoencoderTask,
+        "transformer_lm": TransformerLMTask,
+        "rnn": RNNTask,
+        "tabular": TabularTask,
     }
 
 

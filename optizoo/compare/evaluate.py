@@ -27,7 +27,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,6 +38,9 @@ from optizoo.compare.records import Comparison
 from optizoo.compare.specs import parse_spec
 from optizoo.compare.stats import Interval, format_interval, mean_ci
 from optizoo.compare.tuning import DEFAULT_GRID, log_grid
+
+if TYPE_CHECKING:
+    from optizoo.compare.suite import SuiteReport
 
 __all__ = ["SUITES", "EvalReport", "EvalTask", "EvalTaskResult", "evaluate", "measurement_steps"]
 
@@ -62,7 +65,9 @@ class EvalTask:
     description: str = ""
 
 
-#: Named suites. ``"default"``: the paper's generalization experiments on the bundled digits.
+#: Named suites. ``"default"``: the paper's generalization experiments on the bundled digits;
+#: ``"architectures"``: the architecture suite, run by :func:`optizoo.compare.suite.evaluate_architectures`
+#: (three baselines, budgets 1×, 3×, 10×; ``evaluate(..., suite="architectures")`` delegates).
 SUITES: dict[str, tuple[EvalTask, ...]] = {
     "default": (
         EvalTask(
@@ -96,6 +101,64 @@ SUITES: dict[str, tuple[EvalTask, ...]] = {
             "small conv net: 3×3 convs of 8 and 16 channels, global average pool, linear",
         ),
     ),
+    # the architecture suite (optizoo.compare.suite): many kinds of small networks, all data bundled or
+    # generated; every training step costs milliseconds on one CPU thread; base budget 30 steps
+    "architectures": (
+        EvalTask(
+            "conv-bn",
+            "conv",
+            {"channels": [8, 16], "activation": "relu", "norm": "batch", "batch_size": 64},
+            "conv net 8-16 channels with batch norm, ReLU, global pool, 8×8 digits",
+        ),
+        EvalTask(
+            "conv-plain",
+            "conv",
+            {"channels": [8, 16], "activation": "relu", "batch_size": 64},
+            "conv net 8-16 channels without normalization, ReLU, 8×8 digits",
+        ),
+        EvalTask(
+            "mlp-deep-relu",
+            "mlp",
+            {"hidden": [64, 64, 64, 64], "activation": "relu", "batch_size": 128},
+            "deep MLP: 4 hidden layers of 64 ReLU units, 8×8 digits",
+        ),
+        EvalTask(
+            "mlp-wide-gelu",
+            "mlp",
+            {"hidden": [256], "activation": "gelu", "batch_size": 128},
+            "wide MLP: 1 hidden layer of 256 GELU units, 8×8 digits",
+        ),
+        EvalTask(
+            "autoencoder",
+            "autoencoder",
+            {"hidden": [32, 8, 32], "activation": "relu", "batch_size": 128},
+            "MSE autoencoder 64-32-8-32-64 (ReLU) of the 8×8 digits",
+        ),
+        EvalTask(
+            "transformer-lm",
+            "transformer_lm",
+            {"d_model": 32, "layers": 2, "heads": 2, "context": 16, "batch_size": 16},
+            "causal transformer LM (2 layers, width 32, context 16) on the bundled Python docs",
+        ),
+        EvalTask(
+            "gru-adding",
+            "rnn",
+            {"cell": "gru", "hidden": 32, "length": 8, "batch_size": 32},
+            "GRU (32 units) on the adding problem, length 8, MSE",
+        ),
+        EvalTask(
+            "wine-mlp",
+            "tabular",
+            {"dataset": "wine", "hidden": [32], "activation": "relu", "batch_size": None},
+            "MLP (32 ReLU) on the UCI wine data, full batch (135 training rows)",
+        ),
+        EvalTask(
+            "friedman-mlp",
+            "tabular",
+            {"dataset": "friedman", "hidden": [64, 64], "activation": "relu", "batch_size": 32},
+            "MLP (2 × 64 ReLU) on Friedman's regression problem (200 training rows), MSE",
+        ),
+    ),
 }
 
 #: ``quick=True`` settings: few seeds, a coarse grid (for smoke tests and CI, not for cards)
@@ -108,6 +171,29 @@ def measurement_steps(horizon: int, multiples: Sequence[int], points: int = 24) 
     last = max(multiples) * horizon
     logs = np.unique(np.round(np.geomspace(1, last, points)).astype(int)).tolist()
     return sorted({0, *logs, *(m * horizon for m in multiples)})
+
+
+def select_tasks(
+    suite_tasks: Sequence[EvalTask], names: Sequence[str] | None
+) -> tuple[EvalTask, ...]:
+    """The suite tasks called ``names`` (all of them for ``None``), in the order given."""
+    if names is None:
+        return tuple(suite_tasks)
+    known = {t.name: t for t in suite_tasks}
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown suite task(s) {unknown or list(names)}; the suite has: {', '.join(known)}"
+        )
+    return tuple(known[name] for name in names)
+
+
+def check_multiples(multiples: Sequence[int]) -> tuple[int, ...]:
+    """Budget multiples as sorted distinct positive ints."""
+    mults = tuple(sorted({int(m) for m in multiples}))
+    if not mults or mults[0] < 1:
+        raise ValueError(f"multiples must be positive ints such as (1, 2, 10), got {multiples!r}")
+    return mults
 
 
 def _resolve_suite(suite: str | Sequence[EvalTask]) -> tuple[EvalTask, ...]:
@@ -356,7 +442,7 @@ def evaluate(
     tasks: Sequence[str] | None = None,
     seeds: int | None = None,
     tune_seeds: int | None = None,
-    multiples: Sequence[int] = (1, 2, 10),
+    multiples: Sequence[int] | None = None,
     grid: Sequence[float] | None = None,
     quick: bool = False,
     seed: int = 0,
@@ -364,7 +450,8 @@ def evaluate(
     device: torch.device | str | None = None,
     threads: int | None = None,
     verbose: bool = True,
-) -> EvalReport:
+    baselines: str | os.PathLike[str] | None = None,
+) -> EvalReport | SuiteReport:
     """Evaluate ``optimizer`` on the held-out suite against ``torch.optim.Adam`` with a tuned lr.
 
     Args:
@@ -372,27 +459,48 @@ def evaluate(
             or a baseline such as ``"rmsprop:lr=0.01"``; see :func:`optizoo.compare.parse_spec`).
         horizon: the steps the optimizer was meta-trained for; reports at ``multiples`` of it.
             Default: the ``horizon`` of the weight file's training record, else 100.
-        suite: a name in :data:`SUITES` or a sequence of :class:`EvalTask`.
+        suite: a name in :data:`SUITES` or a sequence of :class:`EvalTask`. ``"architectures"``
+            runs :func:`optizoo.compare.suite.evaluate_architectures` (``horizon`` is its base budget,
+            default 30; ``threads`` default 1; ``baselines`` a folder of reusable baseline
+            runs) and returns its :class:`~optizoo.compare.suite.SuiteReport`.
         tasks: only the suite tasks with these names (e.g. ``["mlp-20-sigmoid"]``).
         seeds: evaluation problems per task (default 10; 3 with ``quick``).
         tune_seeds: separate problems per grid point for Adam's lr (default 5; 2 with ``quick``).
-        multiples: budgets to report, as multiples of ``horizon``.
+        multiples: budgets to report, as multiples of ``horizon`` (default ``(1, 2, 10)``;
+            ``(1, 3, 10)`` for the architecture suite).
         grid: Adam's learning-rate grid (default :data:`~optizoo.compare.DEFAULT_GRID`; 4 points
             with ``quick``).
         quick: small settings for smoke tests (numbers not fit for a model card).
         seed: run seed; problem seeds derive from it.
         device, threads, verbose: as in :func:`optizoo.compare.compare`.
     """
-    suite_tasks = _resolve_suite(suite)
-    if tasks is not None:
-        known = {t.name: t for t in suite_tasks}
-        unknown = [name for name in tasks if name not in known]
-        if unknown or not tasks:
+    if isinstance(suite, str) and suite == "architectures":
+        from optizoo.compare.suite import evaluate_architectures
+
+        if grid is not None:
             raise ValueError(
-                f"unknown suite task(s) {unknown or list(tasks)}; the suite has: {', '.join(known)}"
+                "the architecture suite tunes over its own grids (optizoo.compare.suite.ADAM_GRID and "
+                "ADAMW_GRID); leave grid unset"
             )
-        suite_tasks = [known[name] for name in tasks]
-    tasks = suite_tasks
+        return evaluate_architectures(
+            optimizer,
+            tasks=tasks,
+            base=horizon,
+            multiples=(1, 3, 10) if multiples is None else multiples,
+            seeds=seeds,
+            tune_seeds=tune_seeds,
+            quick=quick,
+            seed=seed,
+            baselines=baselines,
+            confidence=confidence,
+            device=device,
+            threads=1 if threads is None else threads,
+            verbose=verbose,
+        )
+    if baselines is not None:
+        raise ValueError("baselines= applies to the architecture suite only")
+    multiples = (1, 2, 10) if multiples is None else multiples
+    tasks = select_tasks(_resolve_suite(suite), tasks)
     spec = parse_spec(optimizer)
     training = _training_record(spec.text) if spec.text else {}
     if horizon is None:
@@ -400,9 +508,7 @@ def evaluate(
         horizon = recorded if isinstance(recorded, int) and recorded >= 1 else 100
     if not (isinstance(horizon, int) and horizon >= 1):
         raise ValueError(f"horizon must be a positive int, got {horizon!r}")
-    mults = tuple(sorted({int(m) for m in multiples}))
-    if not mults or mults[0] < 1:
-        raise ValueError(f"multiples must be positive ints such as (1, 2, 10), got {multiples!r}")
+    mults = check_multiples(multiples)
     n_seeds = seeds if seeds is not None else (QUICK["seeds"] if quick else 10)
     n_tune = tune_seeds if tune_seeds is not None else (QUICK["tune_seeds"] if quick else 5)
     lr_grid = tuple(grid) if grid is not None else (QUICK["grid"] if quick else DEFAULT_GRID)

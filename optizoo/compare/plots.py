@@ -24,8 +24,16 @@ if TYPE_CHECKING:
 
     from optizoo.compare.evaluate import EvalReport
     from optizoo.compare.records import Comparison
+    from optizoo.compare.suite import SuiteReport
 
-__all__ = ["band_text", "curve_with_band", "plot_comparison", "plot_evaluation", "save_figure"]
+__all__ = [
+    "band_text",
+    "curve_with_band",
+    "plot_comparison",
+    "plot_evaluation",
+    "plot_suite_task",
+    "save_figure",
+]
 
 BANDS = ("ci", "iqr", "none")
 
@@ -180,5 +188,48 @@ def plot_evaluation(
         f"{tasks[0].label} vs tuned Adam, horizon {report.horizon} "
         f"({band_text(band, report.confidence)}, {report.seeds_count} seeds)",
         fontsize="medium",
+    )
+    return save_figure(fig, path)
+
+
+def plot_suite_task(
+    report: SuiteReport, task: str, path: str | os.PathLike[str], *, band: str = "ci"
+) -> Path:
+    """One architecture-suite task: test loss over steps (log-log) of the optimizer under test
+    and of each baseline's configuration chosen for the longest budget; dotted lines mark the
+    budgets."""
+    settings = report.settings
+    x = np.asarray(settings.steps_measured)
+    fig = _new_figure(1, 1, size=(5.6, 4.0))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_yscale("log")
+    ax.set_xscale("symlog", linthresh=max(1, min(settings.steps_measured[1:] or [1])))
+    curve_with_band(
+        ax,
+        x,
+        report.learned[task],
+        label=report.label or report.optimizer,
+        band=band,
+        confidence=report.confidence,
+    )
+    for base in settings.baselines:
+        r = report.baselines.results[task][base.name]
+        config = r.configs[r.chosen[-1]]
+        text = ", ".join(f"{k} {v:.2g}" for k, v in config.items()) or "defaults"
+        shown = base.label if not base.tuned else f"{base.label.split(' (')[0]} ({text}, tuned)"
+        curve_with_band(
+            ax, x, r.runs[r.chosen[-1]], label=shown, band=band, confidence=report.confidence
+        )
+    for budget in settings.budgets:
+        ax.axvline(budget, color="0.5", linestyle=":", linewidth=1)
+    description = next(t.description for t in settings.tasks if t.name == task)
+    ax.set_title(f"{task}: {description}", fontsize="small")
+    ax.set_xlabel("step")
+    ax.set_ylabel("test loss")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(
+        title=f"{band_text(band, report.confidence)}, {len(settings.seeds)} seeds",
+        fontsize="x-small",
+        title_fontsize="x-small",
     )
     return save_figure(fig, path)

@@ -59,6 +59,7 @@ ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], type[nn.Module]]] = {
     "sigmoid": (torch.sigmoid, nn.Sigmoid),
     "relu": (torch.relu, nn.ReLU),
     "tanh": (torch.tanh, nn.Tanh),
+    "gelu": (F.gelu, nn.GELU),
 }
 
 
@@ -262,6 +263,11 @@ class ClassifierTask(Task):
     def _shapes(self) -> dict[str, tuple[tuple[int, ...], int]]:
         raise NotImplementedError
 
+    def _constants(self) -> Params:
+        """Parameters with a constant initial value (e.g. normalization scales): name → value.
+        Drawn after (and without consuming) the generator's random weights."""
+        return {}
+
     def _forward(self, params: Params, x: Tensor) -> Tensor:
         raise NotImplementedError
 
@@ -279,6 +285,7 @@ class ClassifierTask(Task):
         shapes = {k: s for k, (s, _) in spec.items()}
         fan_ins = {k: f for k, (_, f) in spec.items()}
         init = {k: v.to(dev, self.dtype) for k, v in uniform_init(g, shapes, fan_ins).items()}
+        init.update({k: v.to(dev, self.dtype) for k, v in self._constants().items()})
         return ClassifierProblem(
             self._data_on(dev),
             self._forward,
@@ -356,7 +363,7 @@ class MLPTask(ClassifierTask):
         hidden: widths of the hidden layers (paper: ``(20,)``; ``(40,)``, ``(20, 20)`` for the
             generalization runs; ``()`` is multinomial logistic regression). An int means one
             layer.
-        activation: ``"sigmoid"`` (paper), ``"relu"`` or ``"tanh"``.
+        activation: ``"sigmoid"`` (paper), ``"relu"``, ``"tanh"`` or ``"gelu"``.
         batch_size: minibatch size (paper: 128), or ``None`` for full-batch.
         dataset: ``"digits"`` (bundled, 1397 train / 400 test) or ``"mnist"``.
         data_dir: directory of the MNIST IDX files (only with ``dataset="mnist"``).

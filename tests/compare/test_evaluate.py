@@ -108,7 +108,8 @@ def test_tasks_without_test_split_and_bad_suites_are_refused() -> None:
             verbose=False,
         )
     with pytest.raises(
-        ValueError, match="unknown evaluation suite 'huge'; available: \\['default'\\]"
+        ValueError,
+        match="unknown evaluation suite 'huge'; available: \\['architectures', 'default'\\]",
     ):
         evaluate("adam", suite="huge")
     with pytest.raises(ValueError, match="multiples"):

@@ -196,7 +196,7 @@ def test_torch_adam_decreases_the_loss(task, lr, steps, factor) -> None:
         (lambda: LinRegTask(x=[1.0, 2.0], y=[1.0]), ValueError),
         (lambda: MLPTask(hidden=(20, 0)), ValueError),
         (lambda: MLPTask(hidden="20"), ValueError),
-        (lambda: MLPTask(activation="gelu"), ValueError),
+        (lambda: MLPTask(activation="swish"), ValueError),
         (lambda: MLPTask(batch_size=0), ValueError),
         (lambda: MLPTask(batch_size=1398), ValueError),  # 1397 training images
         (lambda: MLPTask(dataset="cifar10"), ValueError),
@@ -221,7 +221,7 @@ def test_bad_argument_messages_say_what_to_do() -> None:
     with pytest.raises(ValueError, match="data_dir"):
         MLPTask(dataset="mnist")
     with pytest.raises(ValueError, match="sigmoid"):
-        MLPTask(activation="gelu")
+        MLPTask(activation="swish")
     with pytest.raises(TypeError, match=r"torch.Generator\(\).manual_seed"):
         QuadraticTask().sample(0)
 
