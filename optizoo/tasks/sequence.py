@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from optizoo.tasks.datasets import check_positive_int
+from optizoo._validate import positive_int
 from optizoo.tasks.supervised import LossFn, ModuleTask, SupervisedData
 
 __all__ = ["RNNTask", "adding_problem"]
@@ -93,10 +93,10 @@ class RNNTask(ModuleTask):
         if cell not in _CELLS:
             raise ValueError(f"cell must be one of {sorted(_CELLS)}, got {cell!r}")
         self.cell = cell
-        self.hidden = check_positive_int(hidden, "hidden")
-        self.length = check_positive_int(length, "length")
-        self.n_train = check_positive_int(n_train, "n_train")
-        self.n_test = check_positive_int(n_test, "n_test")
+        self.hidden = positive_int(hidden, "hidden")
+        self.length = positive_int(length, "length")
+        self.n_train = positive_int(n_train, "n_train")
+        self.n_test = positive_int(n_test, "n_test")
         if isinstance(data_seed, bool) or not isinstance(data_seed, int) or data_seed < 0:
             raise ValueError(f"data_seed must be a non-negative int, got {data_seed!r}")
         self.data_seed = data_seed

@@ -25,12 +25,12 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from optizoo._validate import positive_int
 from optizoo.tasks.base import Problem, Task
 from optizoo.tasks.datasets import (
     EpochSampler,
     check_dtype,
     check_generator,
-    check_positive_int,
     check_step,
     draw_seed,
     dtype_name,
@@ -198,7 +198,7 @@ def check_sizes(value: object, name: str, *, allow_empty: bool = True) -> tuple[
         value = (value,)
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
         raise ValueError(f"{name} must be a sequence of positive ints such as (32,), got {value!r}")
-    out = tuple(check_positive_int(v, f"every entry of {name}") for v in value)
+    out = tuple(positive_int(v, f"every entry of {name}") for v in value)
     if not out and not allow_empty:
         raise ValueError(f"{name} must not be empty")
     return out
@@ -206,7 +206,7 @@ def check_sizes(value: object, name: str, *, allow_empty: bool = True) -> tuple[
 
 def check_optional_size(value: object, name: str) -> int | None:
     """``None`` or a positive int."""
-    return None if value is None else check_positive_int(value, name)
+    return None if value is None else positive_int(value, name)
 
 
 class ModuleTask(Task):

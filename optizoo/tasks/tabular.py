@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from optizoo._validate import positive_int
 from optizoo.tasks.autoencoder import StackMLP
-from optizoo.tasks.datasets import check_positive_int
 from optizoo.tasks.mlp import check_activation
 from optizoo.tasks.supervised import LossFn, ModuleTask, SupervisedData, check_sizes
 
@@ -126,8 +126,8 @@ class TabularTask(ModuleTask):
         self.dataset = dataset
         self.hidden = check_sizes(hidden, "hidden")
         self.activation = check_activation(activation)
-        self.n_train = check_positive_int(n_train, "n_train")
-        self.n_test = check_positive_int(n_test, "n_test")
+        self.n_train = positive_int(n_train, "n_train")
+        self.n_test = positive_int(n_test, "n_test")
         if isinstance(data_seed, bool) or not isinstance(data_seed, int) or data_seed < 0:
             raise ValueError(f"data_seed must be a non-negative int, got {data_seed!r}")
         self.data_seed = data_seed

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from optizoo.tasks.datasets import check_positive_int
+from optizoo._validate import positive_int
 from optizoo.tasks.supervised import LossFn, ModuleTask, SupervisedData, check_optional_size
 
 __all__ = ["CORPUS_SHA256", "VOCAB_SIZE", "TinyGPT", "TransformerLMTask", "encode", "load_corpus"]
@@ -154,13 +154,13 @@ class TransformerLMTask(ModuleTask):
         dtype: torch.dtype | str = torch.float32,
     ) -> None:
         super().__init__(batch_size, train_size, dtype)
-        self.d_model = check_positive_int(d_model, "d_model")
-        self.layers = check_positive_int(layers, "layers")
-        self.heads = check_positive_int(heads, "heads")
+        self.d_model = positive_int(d_model, "d_model")
+        self.layers = positive_int(layers, "layers")
+        self.heads = positive_int(heads, "heads")
         if d_model % heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by heads ({heads})")
-        self.context = check_positive_int(context, "context")
-        self.mlp_ratio = check_positive_int(mlp_ratio, "mlp_ratio")
+        self.context = positive_int(context, "context")
+        self.mlp_ratio = positive_int(mlp_ratio, "mlp_ratio")
         self.eval_windows = check_optional_size(eval_windows, "eval_windows")
         tokens = load_corpus()
         cut = int(len(tokens) * TRAIN_FRACTION)

@@ -13,7 +13,7 @@ import re
 import pytest
 import torch
 
-import optizoo.publish.card
+import optizoo._io
 from optizoo._io import folder_lock
 from optizoo.cli.zoo import run_info, run_list
 from optizoo.errors import WeightsError
@@ -67,7 +67,7 @@ def test_a_failure_while_writing_never_leaves_a_card_naming_other_weights(tmp_pa
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(optizoo.publish.card, "write_text_atomic", broken)
+    monkeypatch.setattr(optizoo._io, "write_text_atomic", broken)
     with pytest.raises(OSError, match="disk full"):
         publish(rule(1), tmp_path, overwrite=True)
     card, weights = tmp_path / "tiny.md", tmp_path / "tiny.safetensors"
