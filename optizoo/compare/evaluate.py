@@ -27,7 +27,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,9 +38,6 @@ from optizoo.compare.records import Comparison
 from optizoo.compare.specs import parse_spec
 from optizoo.compare.stats import Interval, format_interval, mean_ci
 from optizoo.compare.tuning import DEFAULT_GRID, log_grid
-
-if TYPE_CHECKING:
-    from optizoo.compare.suite import SuiteReport
 
 __all__ = ["SUITES", "EvalReport", "EvalTask", "EvalTaskResult", "evaluate", "measurement_steps"]
 
@@ -67,7 +64,7 @@ class EvalTask:
 
 #: Named suites. ``"default"``: the paper's generalization experiments on the bundled digits;
 #: ``"architectures"``: the architecture suite, run by :func:`optizoo.compare.suite.evaluate_architectures`
-#: (three baselines, budgets 1×, 3×, 10×; ``evaluate(..., suite="architectures")`` delegates).
+#: (three baselines, budgets 1×, 3×, 10×; run by ``optizoo.compare.suite.evaluate_architectures``).
 SUITES: dict[str, tuple[EvalTask, ...]] = {
     "default": (
         EvalTask(
@@ -451,7 +448,7 @@ def evaluate(
     threads: int | None = None,
     verbose: bool = True,
     baselines: str | os.PathLike[str] | None = None,
-) -> EvalReport | SuiteReport:
+) -> EvalReport:
     """Evaluate ``optimizer`` on the held-out suite against ``torch.optim.Adam`` with a tuned lr.
 
     Args:
@@ -460,9 +457,8 @@ def evaluate(
         horizon: the steps the optimizer was meta-trained for; reports at ``multiples`` of it.
             Default: the ``horizon`` of the weight file's training record, else 100.
         suite: a name in :data:`SUITES` or a sequence of :class:`EvalTask`. ``"architectures"``
-            runs :func:`optizoo.compare.suite.evaluate_architectures` (``horizon`` is its base budget,
-            default 30; ``threads`` default 1; ``baselines`` a folder of reusable baseline
-            runs) and returns its :class:`~optizoo.compare.suite.SuiteReport`.
+            is refused here: it has its own runner,
+            :func:`optizoo.compare.suite.evaluate_architectures`.
         tasks: only the suite tasks with these names (e.g. ``["mlp-20-sigmoid"]``).
         seeds: evaluation problems per task (default 10; 3 with ``quick``).
         tune_seeds: separate problems per grid point for Adam's lr (default 5; 2 with ``quick``).
@@ -475,27 +471,10 @@ def evaluate(
         device, threads, verbose: as in :func:`optizoo.compare.compare`.
     """
     if isinstance(suite, str) and suite == "architectures":
-        from optizoo.compare.suite import evaluate_architectures
-
-        if grid is not None:
-            raise ValueError(
-                "the architecture suite tunes over its own grids (optizoo.compare.suite.ADAM_GRID and "
-                "ADAMW_GRID); leave grid unset"
-            )
-        return evaluate_architectures(
-            optimizer,
-            tasks=tasks,
-            base=horizon,
-            multiples=(1, 3, 10) if multiples is None else multiples,
-            seeds=seeds,
-            tune_seeds=tune_seeds,
-            quick=quick,
-            seed=seed,
-            baselines=baselines,
-            confidence=confidence,
-            device=device,
-            threads=1 if threads is None else threads,
-            verbose=verbose,
+        raise ValueError(
+            "the architecture suite has its own runner (three baselines, budgets 1x, 3x, 10x): "
+            "call optizoo.compare.suite.evaluate_architectures, or run "
+            "`optizoo evaluate --suite architectures`"
         )
     if baselines is not None:
         raise ValueError("baselines= applies to the architecture suite only")
