@@ -46,6 +46,7 @@ paper's LSTM) refuse a non-zero ``weight_decay``. Other group options the adapte
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import warnings
@@ -571,10 +572,23 @@ def _upgrade_and_check(opt: LearnedOptimizer, state_dict: dict[str, Any]) -> dic
         n = _real_numel(p) if not _is_dtensor(p) else None
         out: dict[str, Any] = {}
         keep: dict[str, Tensor] = {}
+        template = _state_template(opt, p) if shape is not None else None
+        if template is not None and set(pstate) - {"step"} != set(template):
+            raise ValueError(
+                f"state of parameter {pid!r} has keys {sorted(set(pstate) - {'step'})}, but rule "
+                f"{opt.rule.rule_name!r} keeps {sorted(template)}: not this rule's state"
+            )
         for k, v in pstate.items():
             if k == "step":
-                out[k] = torch.as_tensor(float(v), dtype=torch.float32)
+                step = float(v) if isinstance(v, (int, float, Tensor)) else math.nan
+                if not (math.isfinite(step) and step >= 0):
+                    raise ValueError(f"state 'step' of parameter {pid!r} must be >= 0, got {v!r}")
+                out[k] = torch.as_tensor(step, dtype=torch.float32)
                 continue
+            if template is not None and not isinstance(v, Tensor):
+                raise ValueError(
+                    f"state {k!r} of parameter {pid!r} must be a tensor, got {type(v).__name__}"
+                )
             if isinstance(v, Tensor) and shape is not None and not _is_dtensor(v):
                 if legacy is not None:  # optizoo <= 0.1: flat [n, ...] state
                     if v.dim() == 0 or v.shape[0] != n:
@@ -588,12 +602,31 @@ def _upgrade_and_check(opt: LearnedOptimizer, state_dict: dict[str, Any]) -> dic
                         f"state {k!r} of shape {tuple(v.shape)} does not match a parameter of "
                         f"shape {shape} (expected {shape} + per-coordinate dimensions)"
                     )
+            if template is not None:
+                want = template[k]
+                if tuple(v.shape[len(shape) :]) != tuple(want.shape[1:]):
+                    raise ValueError(
+                        f"state {k!r} of shape {tuple(v.shape)} does not match the rule's state "
+                        f"shape {(*shape, *want.shape[1:])}"
+                    )
+                if v.is_floating_point() != want.is_floating_point() or v.is_complex():
+                    raise ValueError(
+                        f"state {k!r} has dtype {v.dtype}, but the rule keeps {want.dtype}: "
+                        "refusing a conversion that would change its values"
+                    )
             if isinstance(v, Tensor) and v.is_floating_point():
                 keep[k] = v
             out[k] = v
         opt._loading.append((p, keep))
         new_state[pid] = out
     return {**state_dict, "state": new_state, "param_groups": groups}
+
+
+def _state_template(opt: LearnedOptimizer, p: Tensor) -> dict[str, Tensor]:
+    """What the rule's ``init_state`` makes for one coordinate of ``p``: key -> ``[1, ...]``."""
+    sdtype = opt.rule.state_dtype(p.real.dtype if p.is_complex() else p.dtype)
+    with torch.no_grad():
+        return opt.rule.init_state(torch.zeros(1, dtype=sdtype))
 
 
 def _restore_state_dtype(opt: LearnedOptimizer) -> None:

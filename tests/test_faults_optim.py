@@ -42,11 +42,6 @@ def tampered(change) -> dict:
     ],
     ids=["h-trailing", "c-layers", "int64", "complex", "missing", "extra", "not-tensor", "step"],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 point 8's load-time state check was written for the flat state format and "
-    "was lost when issue 14's torch-format state landed; to be ported into _upgrade_and_check",
-)
 def test_tampered_state_is_refused_at_load(change, needle):
     sd = tampered(change)
     _, fresh = stepped()
