@@ -223,9 +223,11 @@ def test_one_figure_per_task(tmp_path, report: SuiteReport) -> None:
     assert paths[0].stat().st_size > 1000
 
 
-def test_evaluate_delegates_and_cli(tmp_path) -> None:
-    via = evaluate(
-        "adam:lr=0.01", 2, "architectures", tasks=["wine-mlp"], quick=True, verbose=False
+def test_evaluate_points_to_the_suite_runner_and_cli(tmp_path) -> None:
+    with pytest.raises(ValueError, match="evaluate_architectures"):
+        evaluate("adam:lr=0.01", 2, "architectures", tasks=["wine-mlp"], quick=True)
+    via = evaluate_architectures(
+        "adam:lr=0.01", tasks=["wine-mlp"], base=2, quick=True, verbose=False
     )
     assert isinstance(via, SuiteReport) and via.settings.base == 2
     out, err = io.StringIO(), io.StringIO()
