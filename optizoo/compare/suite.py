@@ -54,6 +54,7 @@ import numpy as np
 import torch
 
 from optizoo._io import write_text_atomic
+from optizoo._validate import positive_int
 from optizoo.compare.evaluate import (
     SUITES,
     EvalTask,
@@ -742,14 +743,11 @@ def evaluate_architectures(
     """
     chosen = select_tasks(ARCHITECTURE_TASKS, tasks)
     base = base if base is not None else (QUICK["base"] if quick else DEFAULT_BASE)
-    if isinstance(base, bool) or not isinstance(base, int) or base < 1:
-        raise ValueError(f"base must be a positive int (steps), got {base!r}")
+    base = positive_int(base, "base (steps)")
     mults = check_multiples(multiples)
     n_seeds = seeds if seeds is not None else (QUICK["seeds"] if quick else 5)
     n_tune = tune_seeds if tune_seeds is not None else (QUICK["tune_seeds"] if quick else 2)
-    for value, what in ((n_seeds, "seeds"), (n_tune, "tune_seeds")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{what} must be a positive int, got {value!r}")
+    n_seeds, n_tune = positive_int(n_seeds, "seeds"), positive_int(n_tune, "tune_seeds")
     eval_seeds = problem_seeds(seed, n_seeds, "eval")
     settings = SuiteSettings(
         chosen,

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from optizoo._validate import positive_int
+from optizoo._validate import nonnegative_int, positive_int
 from optizoo.tasks.supervised import LossFn, ModuleTask, SupervisedData
 
 __all__ = ["RNNTask", "adding_problem"]
@@ -97,9 +97,7 @@ class RNNTask(ModuleTask):
         self.length = positive_int(length, "length")
         self.n_train = positive_int(n_train, "n_train")
         self.n_test = positive_int(n_test, "n_test")
-        if isinstance(data_seed, bool) or not isinstance(data_seed, int) or data_seed < 0:
-            raise ValueError(f"data_seed must be a non-negative int, got {data_seed!r}")
-        self.data_seed = data_seed
+        self.data_seed = nonnegative_int(data_seed, "data_seed")
         x, y = adding_problem(self.n_train + self.n_test, self.length, data_seed)
         xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y).float()
         n = self.n_train

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from optizoo._validate import positive_int
+from optizoo._validate import nonnegative_int, positive_int
 from optizoo.tasks.autoencoder import StackMLP
 from optizoo.tasks.mlp import check_activation
 from optizoo.tasks.supervised import LossFn, ModuleTask, SupervisedData, check_sizes
@@ -128,9 +128,7 @@ class TabularTask(ModuleTask):
         self.activation = check_activation(activation)
         self.n_train = positive_int(n_train, "n_train")
         self.n_test = positive_int(n_test, "n_test")
-        if isinstance(data_seed, bool) or not isinstance(data_seed, int) or data_seed < 0:
-            raise ValueError(f"data_seed must be a non-negative int, got {data_seed!r}")
-        self.data_seed = data_seed
+        self.data_seed = nonnegative_int(data_seed, "data_seed")
         if dataset == "wine":
             x, y = load_wine()
             test = wine_split(y)
