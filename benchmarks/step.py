@@ -1,30 +1,37 @@
-"""Step benchmark: LSTMOptimizer vs torch.optim.Adam(foreach=True), in one process.
+"""Step benchmark: learned optimizers vs torch.optim.Adam(foreach=True), in one process.
 
-For 1e4, 1e5 and 1e6 parameters spread over many tensors (log-uniform sizes, like a real model)
-it reports, per size:
+For each rule and size (default 1e4, 1e5, 1e6 and 1e7 parameters) it reports:
 
-- median time per ``step()`` of each optimizer and their ratio (same process, interleaved runs,
-  so machine noise hits both alike);
-- the LSTM's achieved GFLOP/s (``LSTMRule.flops_per_coordinate() * n / t``) against the machine's
-  own dense fp32 matmul GFLOP/s measured in the same run (2048x2048 GEMM), as a fraction;
-- optimizer-state bytes per parameter;
-- the peak temporary memory of a step (chunking overhead) relative to the state size, measured
-  as the growth of the process's peak RSS during steps, in a fresh subprocess per size.
+- the median time per ``step()`` against ``torch.optim.Adam(foreach=True)`` on the same
+  parameters, in the same process, interleaved (machine noise hits both alike): the ratio;
+- optimizer-state bytes per parameter (Adam: 8);
+- the step's temporary memory: the growth of the peak resident set during two steps, in a fresh
+  subprocess with the state already allocated, in bytes per parameter and relative to the state;
+- for the coordinate-wise LSTM, its matmul GFLOP/s as a fraction of the machine's dense fp32
+  GEMM rate (2048×2048) measured in the same run.
 
-Usage::
+Parameters are shaped like a model (``--layout model``, the default): 4 blocks of a width-``w``
+transformer-like layer (four ``[w, w]`` attention matrices, ``[4w, w]`` and ``[w, 4w]`` MLP
+matrices, their biases and two norm vectors) plus a ``[r, w]`` output matrix filling the rest, so
+matrices hold almost all coordinates and vectors are most of the tensors. ``--layout flat``
+splits them into vectors of log-uniform sizes 64..65536 instead (the earlier benchmark).
 
-    python benchmarks/step.py                 # all sizes, markdown table on stdout
-    python benchmarks/step.py --sizes 1e4 1e5 --max-chunk 16384 --json out.json
-    python benchmarks/step.py --rule-config '{"parameterization": "nominal", "cell": "mlp"}'
+Rules (``--rules``): ``lstm`` (the paper's 2×20 coordinate-wise LSTM, ``LSTMOptimizer(weights=
+None)``), ``hierarchical`` (:class:`optizoo.rules.HierarchicalRule`), ``hierarchical-rms``
+(``normalize=True``), ``hierarchical-ns`` (``orthogonalize=True``: Newton–Schulz on every matrix),
+or ``lstm:{JSON}`` for :class:`optizoo.rules.LSTMRule` options (``--rule-config JSON`` is the
+same)::
 
-``--rule-config`` measures ``LearnedOptimizer(rule=LSTMRule(**config))`` (an option of the LSTM
-rule, random weights) in place of the default ``LSTMOptimizer``.
+    python benchmarks/step.py                                    # every rule, every size
+    python benchmarks/step.py --rules hierarchical --sizes 1e6 --threads 1
+    python benchmarks/step.py --rules 'lstm:{"parameterization": "nominal", "cell": "mlp"}'
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -34,32 +41,69 @@ import time
 
 import torch
 
-from optizoo.optim import LSTMOptimizer
+import optizoo
+from optizoo.optim import LearnedOptimizer, LSTMOptimizer
+from optizoo.rules import HierarchicalRule, LSTMRule
 
-#: LSTMRule options to measure instead of the default rule (set by --rule-config)
-RULE_CONFIG: dict | None = None
+DEFAULT_RULES = ["hierarchical", "hierarchical-rms", "hierarchical-ns", "lstm"]
+#: sizes above this are skipped for the coordinate-wise LSTM unless asked (minutes per step)
+LSTM_MAX_DEFAULT = 10**6
 
 
-def make_learned(params: list[torch.nn.Parameter], **kwargs) -> torch.optim.Optimizer:
-    """The optimizer under test: the default LSTMOptimizer, or the --rule-config option."""
-    if RULE_CONFIG is None:
+def make_learned(name: str, params: list[torch.nn.Parameter], **kwargs) -> torch.optim.Optimizer:
+    """The optimizer under test, by benchmark name."""
+    if name == "lstm":
         return LSTMOptimizer(params, weights=None, **kwargs)
-    from optizoo.optim import LearnedOptimizer
-    from optizoo.rules import LSTMRule
+    if name.startswith("lstm:"):
+        return LearnedOptimizer(params, rule=LSTMRule(**json.loads(name[5:])), **kwargs)
+    if name.startswith("hierarchical"):
+        options = {
+            "hierarchical": {},
+            "hierarchical-rms": {"normalize": True},
+            "hierarchical-ns": {"orthogonalize": True},
+        }[name]
+        return LearnedOptimizer(params, rule=HierarchicalRule(**options), **kwargs)
+    if name.startswith("file:"):
+        return LearnedOptimizer(params, rule=optizoo.load_rule(name[5:]), **kwargs)
+    raise ValueError(f"unknown rule {name!r}")
 
-    return LearnedOptimizer(params, rule=LSTMRule(**RULE_CONFIG), **kwargs)
+
+def model_shapes(n: int) -> list[tuple[int, ...]]:
+    """Tensor shapes of a transformer-like stack with about ``n`` coordinates (see module doc)."""
+    blocks = 4
+    per_w2 = blocks * 12  # 4 w² attention + 8 w² MLP per block
+    w = max(4, int(math.sqrt(n / per_w2)))
+    shapes: list[tuple[int, ...]] = []
+    for _ in range(blocks):
+        shapes += [(w, w)] * 4 + [(w,)] * 4  # attention matrices and biases
+        shapes += [(4 * w, w), (4 * w,), (w, 4 * w), (w,)]  # MLP
+        shapes += [(w,), (w,)]  # norm weight and bias
+    used = sum(math.prod(s) for s in shapes)
+    rest = n - used
+    if rest >= w:
+        shapes.append((rest // w, w))
+        rest -= (rest // w) * w
+    if rest > 0:
+        shapes.append((rest,))
+    return shapes
 
 
-def make_params(n: int, seed: int = 0) -> list[torch.nn.Parameter]:
-    """``n`` coordinates split into tensors of log-uniform sizes between 64 and 65536."""
+def flat_shapes(n: int, seed: int = 0) -> list[tuple[int, ...]]:
+    """``n`` coordinates split into vectors of log-uniform sizes between 64 and 65536."""
     g = torch.Generator().manual_seed(seed)
     sizes, total = [], 0
     while total < n:
         size = int(torch.exp(torch.empty(1).uniform_(4.2, 11.1, generator=g)).item())
         size = min(size, n - total)
-        sizes.append(size)
-        total += size
-    return [torch.nn.Parameter(torch.randn(s, generator=g)) for s in sizes]
+        sizes.append((size,))
+        total += size[0] if isinstance(size, tuple) else size
+    return sizes
+
+
+def make_params(n: int, layout: str = "model", seed: int = 0) -> list[torch.nn.Parameter]:
+    shapes = model_shapes(n) if layout == "model" else flat_shapes(n, seed)
+    g = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(s, generator=g) * 0.05) for s in shapes]
 
 
 def set_grads(params: list[torch.nn.Parameter], seed: int = 1) -> None:
@@ -88,121 +132,166 @@ def state_bytes(opt: torch.optim.Optimizer) -> int:
     )
 
 
-def time_steps(opt: torch.optim.Optimizer, repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        opt.step()
-        out.append(time.perf_counter() - t)
-    return out
+def time_step(opt: torch.optim.Optimizer) -> float:
+    t = time.perf_counter()
+    opt.step()
+    return time.perf_counter() - t
 
 
-def measure(n: int, repeats: int, max_chunk: int | None, compile: bool = False) -> dict[str, float]:
-    params = make_params(n)
+def measure(
+    name: str, n: int, repeats: int, layout: str, max_chunk: int | None, compile: bool = False
+) -> dict[str, float]:
+    params = make_params(n, layout)
     set_grads(params)
-    kwargs = {} if max_chunk is None else {"max_chunk": max_chunk}
-    kwargs["compile"] = compile
-    lstm = make_learned(params, **kwargs)
+    kwargs: dict = {"compile": compile}
+    if max_chunk is not None:
+        kwargs["max_chunk"] = max_chunk
+    learned = make_learned(name, params, **kwargs)
     adam = torch.optim.Adam(params, lr=1e-3, foreach=True)
-    lstm.step()  # initialise state (and compile, if asked)
-    lstm.step()
+    learned.step()  # initialise state (and compile, if asked)
+    learned.step()
     adam.step()
-    t_lstm, t_adam = [], []
+    t_learned, t_adam = [], []
     for _ in range(repeats):  # interleave so that noise hits both
-        t_lstm += time_steps(lstm, 1)
-        t_adam += time_steps(adam, 1)
-    lstm_s, adam_s = statistics.median(t_lstm), statistics.median(t_adam)
-    flops = lstm.rule.flops_per_coordinate() * n
+        t_learned.append(time_step(learned))
+        t_adam.append(time_step(adam))
+    lo, ad = statistics.median(t_learned), statistics.median(t_adam)
+    flops = getattr(learned.rule, "flops_per_coordinate", lambda: 0)() * n
     return {
+        "rule": name,
         "n": n,
         "tensors": len(params),
-        "lstm_ms": lstm_s * 1e3,
-        "adam_ms": adam_s * 1e3,
-        "ratio": lstm_s / adam_s,
-        "lstm_gflops": flops / lstm_s / 1e9,
-        "lstm_state_bytes_per_param": state_bytes(lstm) / n,
+        "matrices": sum(p.dim() >= 2 for p in params),
+        "learned_ms": lo * 1e3,
+        "adam_ms": ad * 1e3,
+        "ratio": lo / ad,
+        "gflops": flops / lo / 1e9,
+        "state_bytes_per_param": state_bytes(learned) / n,
         "adam_state_bytes_per_param": state_bytes(adam) / n,
     }
 
 
-def _peak_rss_child(n: int, max_chunk: int | None) -> None:
+def _peak_rss_child(name: str, n: int, layout: str, max_chunk: int | None) -> None:
     """Run in a subprocess: print state bytes and the peak-RSS growth caused by stepping."""
-    params = make_params(n)
+    params = make_params(n, layout)
     set_grads(params)
     kwargs = {} if max_chunk is None else {"max_chunk": max_chunk}
-    opt = make_learned(params, **kwargs)
-    # allocate the state without stepping, so that the step's temporaries are what grows
-    for p in params:
-        st = opt.state[p]
-        st["step"] = 0
-        st.update(opt.rule.init_state(p.detach().reshape(-1)))
+    opt = make_learned(name, params, **kwargs)
+    opt.step()  # allocates the state (packed, as in real use)
     for st in opt.state.values():
         for v in st.values():
             if isinstance(v, torch.Tensor):
                 v.fill_(0.0)  # touch the pages
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # reset the high-water mark to the current RSS (Linux), so that the growth below is the
+    # working set of a step beyond the state, not the first step's allocations
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _vm_hwm()
     for _ in range(2):
         opt.step()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    after = _vm_hwm()
     print(json.dumps({"state": state_bytes(opt), "temporary": max(0, after - before)}))
 
 
-def chunk_overhead(n: int, max_chunk: int | None) -> float:
-    cmd = [sys.executable, __file__, "--_child", str(n), "--max-chunk", str(max_chunk or 0)]
-    if RULE_CONFIG is not None:
-        cmd += ["--rule-config", json.dumps(RULE_CONFIG)]
+def _vm_hwm() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def temporaries(name: str, n: int, layout: str, max_chunk: int | None) -> dict[str, float]:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--_child",
+        str(n),
+        "--rules",
+        name,
+        "--layout",
+        layout,
+        "--max-chunk",
+        str(max_chunk or 0),
+    ]
+    if os.environ.get("OMP_NUM_THREADS") is None:
+        cmd += ["--threads", str(torch.get_num_threads())]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     r = json.loads(out.strip().splitlines()[-1])
-    return r["temporary"] / r["state"]
+    return {
+        "temp_bytes_per_param": r["temporary"] / n,
+        "temp_over_state": r["temporary"] / r["state"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", nargs="+", type=float, default=[1e4, 1e5, 1e6])
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--sizes", nargs="+", type=float, default=[1e4, 1e5, 1e6, 1e7])
+    ap.add_argument("--rules", nargs="+", default=None, help=f"default: {DEFAULT_RULES}")
+    ap.add_argument("--rule-config", default=None, help="JSON LSTMRule options (= lstm:JSON)")
+    ap.add_argument("--layout", choices=["model", "flat"], default="model")
+    ap.add_argument(
+        "--lstm-max",
+        type=float,
+        default=LSTM_MAX_DEFAULT,
+        help="largest size for coordinate-wise LSTM rules (they take seconds a step)",
+    )
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--max-chunk", type=int, default=None, help="0 or unset: the default")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    ap.add_argument("--compile", action="store_true", help="LSTMOptimizer(compile=True)")
+    ap.add_argument("--compile", action="store_true", help="LearnedOptimizer(compile=True)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the temporaries subprocess")
     ap.add_argument("--json", default=None, help="also write the results here")
-    ap.add_argument("--rule-config", default=None, help="JSON LSTMRule options to measure")
     ap.add_argument("--_child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    global RULE_CONFIG
-    RULE_CONFIG = json.loads(args.rule_config) if args.rule_config else None
     if args.threads:
         torch.set_num_threads(args.threads)
+    rules = list(args.rules or DEFAULT_RULES)
+    if args.rule_config:
+        rules = (
+            [f"lstm:{args.rule_config}"]
+            if args.rules is None
+            else [*rules, f"lstm:{args.rule_config}"]
+        )
     max_chunk = args.max_chunk or None
     if args._child is not None:
-        _peak_rss_child(args._child, max_chunk)
+        _peak_rss_child(rules[0], args._child, args.layout, max_chunk)
         return 0
 
     mm = matmul_gflops()
     rows = []
-    for n in (int(s) for s in args.sizes):
-        r = measure(n, args.repeats, max_chunk, args.compile)
-        r["matmul_gflops"] = mm
-        r["fraction_of_matmul"] = r["lstm_gflops"] / mm
-        r["chunk_overhead"] = chunk_overhead(n, max_chunk)
-        rows.append(r)
-        print(f"n={n:.0e} done", file=sys.stderr, flush=True)
+    for name in rules:
+        for n in (int(s) for s in args.sizes):
+            if name.startswith("lstm") and n > args.lstm_max:
+                continue
+            r = measure(name, n, args.repeats, args.layout, max_chunk, args.compile)
+            r["fraction_of_matmul"] = r["gflops"] / mm
+            if not args.no_memory:
+                r.update(temporaries(name, n, args.layout, max_chunk))
+            rows.append(r)
+            print(f"{name} n={n:.0e}: {r['ratio']:.2f}x Adam", file=sys.stderr, flush=True)
     mm_end = matmul_gflops()
     print(
-        f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}"
+        f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, threads "
+        f"{torch.get_num_threads()}, layout {args.layout}"
     )
     print(f"dense fp32 matmul: {mm:.1f} GFLOP/s at start, {mm_end:.1f} at end\n")
-    if RULE_CONFIG is not None:
-        print(f"learned rule: LSTMRule(**{json.dumps(RULE_CONFIG)})\n")
     print(
-        "| params | tensors | LSTM step ms | Adam step ms | LSTM/Adam | LSTM GFLOP/s "
-        "| of matmul | state B/param LSTM | Adam | step temporaries / state |"
+        "| rule | params | tensors (matrices) | step ms | Adam ms | step / Adam | state B/param "
+        "(Adam 8) | temporaries B/param | temporaries / state | matmul GFLOP/s (of peak) |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        temp = (
+            f"{r['temp_bytes_per_param']:.1f} | {r['temp_over_state']:.0%}"
+            if "temp_bytes_per_param" in r
+            else "– | –"
+        )
+        gf = f"{r['gflops']:.1f} ({r['fraction_of_matmul']:.0%})" if r["gflops"] else "–"
         print(
-            f"| {r['n']:.0e} | {r['tensors']} | {r['lstm_ms']:.1f} | {r['adam_ms']:.2f} | "
-            f"{r['ratio']:.0f}x | {r['lstm_gflops']:.1f} | {r['fraction_of_matmul']:.0%} | "
-            f"{r['lstm_state_bytes_per_param']:.0f} | {r['adam_state_bytes_per_param']:.0f} | "
-            f"{r['chunk_overhead']:.1%} |"
+            f"| {r['rule']} | {r['n']:.0e} | {r['tensors']} ({r['matrices']}) | "
+            f"{r['learned_ms']:.2f} | {r['adam_ms']:.2f} | {r['ratio']:.2f}× | "
+            f"{r['state_bytes_per_param']:.1f} | {temp} | {gf} |"
         )
     if args.json:
         with open(args.json, "w") as f:

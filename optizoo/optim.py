@@ -26,7 +26,7 @@ from torch import Tensor
 
 from optizoo._validate import learning_rate
 from optizoo.errors import StateMismatchError
-from optizoo.rules.base import UpdateRule, weights_sha256
+from optizoo.rules.base import UpdateRule, rule_kwargs, weights_sha256
 
 __all__ = ["LSTMOptimizer", "LearnedOptimizer"]
 
@@ -45,6 +45,23 @@ def _flat(t: Tensor) -> Tensor:
 
 def _real_numel(p: Tensor) -> int:
     return p.numel() * (2 if p.is_complex() else 1)
+
+
+def _real_shape(p: Tensor) -> torch.Size:
+    return torch.view_as_real(p).shape if p.is_complex() else p.shape
+
+
+def _tensor_chunks(sizes: list[int], chunk: int) -> list[tuple[int, int]]:
+    """Consecutive runs ``[i, j)`` of whole tensors with at most ``chunk`` coordinates each (a
+    larger tensor is a run of its own): how a per-tensor rule's batch is cut."""
+    runs, start, total = [], 0, 0
+    for i, size in enumerate(sizes):
+        if total and total + size > chunk:
+            runs.append((start, i))
+            start, total = i, 0
+        total += size
+    runs.append((start, len(sizes)))
+    return runs
 
 
 class LearnedOptimizer(torch.optim.Optimizer):
@@ -165,12 +182,17 @@ class LearnedOptimizer(torch.optim.Optimizer):
     def _init_state(self, params: list[Tensor], sdtype: torch.dtype) -> None:
         """Fresh state for ``params``, allocated as one packed buffer per state key."""
         flat = torch.cat([_flat(p.detach()) for p in params]).to(sdtype)
-        packed = self.rule.init_state(flat)
+        packed = self.rule.init_state(
+            flat, **rule_kwargs(self.rule, [_real_shape(p) for p in params])
+        )
         sizes = [_real_numel(p) for p in params]
+        ones = [1] * len(params)
+        tensor_keys = set(self.rule.tensor_state_keys)
         for p in params:
             self.state[p]["step"] = 0
         for key, buf in packed.items():
-            for p, view in zip(params, torch.split(buf, sizes)):
+            split = ones if key in tensor_keys else sizes
+            for p, view in zip(params, torch.split(buf, split)):
                 self.state[p][key] = view
 
     def _packed(self, params: list[Tensor], key: str, total: int) -> Tensor:
@@ -225,17 +247,39 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 self.state[p]["step"] = step
             return
         keys = [k for k in self.state[params[0]] if k != "step"]
-        state = {k: self._packed(params, k, total) for k in keys}
+        tensor_keys = set(self.rule.tensor_state_keys)
+        state = {
+            k: self._packed(params, k, len(params) if k in tensor_keys else total) for k in keys
+        }
 
-        chunk = self.max_chunk or (_CPU_CHUNK if device.type == "cpu" else _ACCELERATOR_CHUNK)
+        chunk = (
+            self.max_chunk
+            or self.rule.preferred_chunk
+            or (_CPU_CHUNK if device.type == "cpu" else _ACCELERATOR_CHUNK)
+        )
+        if self.rule.per_tensor:  # whole tensors per call, with their shapes
+            offsets = [0]
+            for size in sizes:
+                offsets.append(offsets[-1] + size)
+            shapes = [_real_shape(p) for p in params]
+            calls = [
+                (offsets[i], offsets[j], i, j, rule_kwargs(self.rule, shapes[i:j]))
+                for i, j in _tensor_chunks(sizes, chunk)
+            ]
+        else:
+            calls = [(lo, min(total, lo + chunk), 0, 0, {}) for lo in range(0, total, chunk)]
         updates = []
-        for lo in range(0, total, chunk):
-            hi = min(total, lo + chunk)
+        for lo, hi, ti, tj, kw in calls:
             g = grads[lo:hi]
-            old = {k: v[lo:hi] for k, v in state.items()}  # views: no copy
+            old = {  # views: no copy
+                k: v[ti:tj] if k in tensor_keys else v[lo:hi] for k, v in state.items()
+            }
             # Non-finite gradients: mask on-device without a host sync on accelerators; on the
             # CPU a check costs nothing, so the masking passes run only when needed.
+            # (a sum is finite iff every term is, barring overflow: one pass instead of four)
             mask = self.skip_nonfinite
+            if mask and g.device.type == "cpu" and bool(torch.isfinite(g.sum())):
+                mask = False
             if mask:
                 finite = torch.isfinite(g)
                 if g.device.type == "cpu" and bool(finite.all()):
@@ -243,12 +287,14 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 else:
                     g = torch.where(finite, g, torch.zeros((), dtype=g.dtype, device=g.device))
             param = flat_params[lo:hi] if flat_params is not None else None
-            update, new = rule(g, old, param=param, step=step)
+            update, new = rule(g, old, param=param, step=step, **kw)
             if mask:
                 zero = torch.zeros((), dtype=update.dtype, device=device)
                 update = torch.where(finite, update, zero)
-                new = {
-                    k: torch.where(finite.view(-1, *([1] * (v.dim() - 1))), v, old[k])
+                new = {  # per-tensor state saw the zeroed gradient: keep it
+                    k: v
+                    if k in tensor_keys
+                    else torch.where(finite.view(-1, *([1] * (v.dim() - 1))), v, old[k])
                     for k, v in new.items()
                 }
             for k in keys:
@@ -326,7 +372,9 @@ class LearnedOptimizer(torch.optim.Optimizer):
             sdtype = self.rule.state_dtype(p.real.dtype if p.is_complex() else p.dtype)
             if sdtype not in templates:  # what init_state makes: key -> [1, ...] of its dtype
                 with torch.no_grad():
-                    templates[sdtype] = self.rule.init_state(torch.zeros(1, dtype=sdtype))
+                    templates[sdtype] = self.rule.init_state(
+                        torch.zeros(1, dtype=sdtype), **rule_kwargs(self.rule, [(1,)])
+                    )
             template = templates[sdtype]
             if not isinstance(pstate, dict):
                 raise ValueError(f"state of parameter {pid!r} must be a dict, got {pstate!r}")
@@ -352,7 +400,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
                     new_state[p][k] = int(v)
                     continue
                 want = template[k]
-                n = _real_numel(p)
+                # per-tensor state has one row per tensor, the rest one per coordinate
+                n = 1 if k in self.rule.tensor_state_keys else _real_numel(p)
                 if not isinstance(v, Tensor):
                     raise ValueError(
                         f"state {k!r} of parameter {pid!r} must be a tensor, got {v!r}"

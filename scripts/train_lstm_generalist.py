@@ -83,8 +83,7 @@ class ValidationMetaTrainer(MetaTrainer):
         plist = [p.params() for p in problems]
         layout = Layout(plist)
         flat = layout.flatten(plist).detach()
-        with torch.no_grad():
-            state = self.rule.init_state(flat)
+        state = None  # unroll_flat starts the rule's state (per-tensor rules need the layout)
         values = []
         for t in range(0, horizon, cfg.unroll):
             steps = min(cfg.unroll, horizon - t)

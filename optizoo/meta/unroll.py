@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from optizoo.rules.base import State, UpdateRule
+from optizoo.rules.base import State, UpdateRule, rule_kwargs
 from optizoo.tasks.base import Problem
 
 __all__ = ["Layout", "UnrollResult", "rollout", "unroll"]
@@ -81,6 +81,17 @@ class Layout:
                 self.sizes.append(t.numel())
         self.numel = sum(self.sizes)
         self._single = len(self.sizes) == 1
+        self._segments = None
+
+    @property
+    def segments(self):
+        """:class:`optizoo.rules.parts.Segments` of every tensor, problem after problem (what a
+        per-tensor rule needs to see tensor boundaries)."""
+        if self._segments is None:
+            from optizoo.rules.parts.segments import Segments
+
+            self._segments = Segments([s for shapes in self.shapes for s in shapes])
+        return self._segments
 
     def flatten(self, params: Sequence[Mapping[str, Tensor]]) -> Tensor:
         """Concatenate ``params`` (same structure as the layout) into one vector ``[n]``."""
@@ -189,8 +200,9 @@ def unroll_flat(
     """
     if not flat.requires_grad:
         flat = flat.detach().requires_grad_(True)
+    kw = rule_kwargs(rule, lambda: layout.segments)
     if state is None:
-        state = rule.init_state(flat.detach())
+        state = rule.init_state(flat.detach(), **kw)
     needs_param = bool(getattr(rule, "needs_param", False))
     rows: list[Tensor] = []
     for t in range(start, start + steps):
@@ -198,7 +210,7 @@ def unroll_flat(
         total, losses = _total_loss(problems, views, t)
         rows.append(total if len(problems) == 1 else torch.stack(losses))
         g = _flat_grad(total, flat, create_graph=second_order, retain_graph=True)
-        update, state = rule(g, state, param=flat if needs_param else None, step=t + 1)
+        update, state = rule(g, state, param=flat if needs_param else None, step=t + 1, **kw)
         flat = flat + update
     total, losses = _total_loss(problems, layout.views(flat), start + steps)
     rows.append(total if len(problems) == 1 else torch.stack(losses))
@@ -291,8 +303,9 @@ def rollout(
         [1.0 / float(getattr(p, "num_instances", 1) or 1) for p in problems], dtype=torch.float64
     )
     needs_param = bool(getattr(rule, "needs_param", False))
+    kw = rule_kwargs(rule, lambda: layout.segments)
     with torch.no_grad():
-        state = rule.init_state(flat)
+        state = rule.init_state(flat, **kw)
     rows: list[Tensor] = []
     for t in range(steps + 1):
         with torch.enable_grad():
@@ -303,7 +316,7 @@ def rollout(
                 break
             g = _flat_grad(total, x, create_graph=False, retain_graph=False)
         with torch.no_grad():
-            update, state = rule(g, state, param=flat if needs_param else None, step=t + 1)
+            update, state = rule(g, state, param=flat if needs_param else None, step=t + 1, **kw)
             flat = flat + update
         if (t + 1) % check_every == 0 and not bool(
             torch.isfinite(torch.stack(rows[-check_every:])).all()
