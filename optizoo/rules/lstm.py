@@ -44,7 +44,6 @@ the defaults are the paper's rule, bit for bit):
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
