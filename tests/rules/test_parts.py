@@ -159,7 +159,8 @@ def test_nominal_step_and_weight_decay_closed_form():
     with pytest.raises(ValueError, match="param="):
         wd(direction, None)
     with pytest.raises(ValueError, match="nominal_lr"):
-        NominalStep(lr=0.0)
+        NominalStep(lr=-1.0)
+    assert NominalStep(lr=0.0)(d).abs().max() == 0  # lr = 0: a rule that never steps
     torch.testing.assert_close(OutputScale(0.1)(d.unsqueeze(1)), 0.1 * d)
 
 
