@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from optizoo._validate import positive_int
 from optizoo.rules.parts.base import Part
 
 __all__ = ["MLP", "CoordinateLSTM", "TensorLSTM", "lstm_layer"]
@@ -62,13 +63,9 @@ class _StackedLSTM(Part):
         self, in_features: int, hidden_size: int = 20, num_layers: int = 2, forget_bias: float = 1.0
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("in_features", in_features),
-            ("hidden_size", hidden_size),
-            ("num_layers", num_layers),
-        ):
-            if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        positive_int(in_features, "in_features")
+        positive_int(hidden_size, "hidden_size")
+        positive_int(num_layers, "num_layers")
         if not (isinstance(forget_bias, (int, float)) and math.isfinite(forget_bias)):
             raise ValueError(f"forget_bias must be a finite number, got {forget_bias!r}")
         self.in_features = in_features
@@ -164,13 +161,9 @@ class MLP(Part):
 
     def __init__(self, in_features: int, hidden_size: int = 20, num_layers: int = 2) -> None:
         super().__init__()
-        for name, value in (
-            ("in_features", in_features),
-            ("hidden_size", hidden_size),
-            ("num_layers", num_layers),
-        ):
-            if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        positive_int(in_features, "in_features")
+        positive_int(hidden_size, "hidden_size")
+        positive_int(num_layers, "num_layers")
         self.in_features = in_features
         self.hidden_size = hidden_size
         self.num_layers = num_layers

@@ -44,6 +44,15 @@ _V_FLOOR = 1e-30
 FEATURE_STATE_KEYS = ("m", "v")
 
 
+def _progress(progress: Sequence[float]) -> tuple[float, ...]:
+    """Checked time constants ``T`` of progress features ``tanh(step / T)``."""
+    if isinstance(progress, (str, bytes)) or not isinstance(progress, Sequence):
+        raise ValueError(f"progress must be a list of positive time constants, got {progress!r}")
+    if not all(isinstance(t, (int, float)) and math.isfinite(t) and t > 0 for t in progress):
+        raise ValueError(f"progress time constants must be positive, got {list(progress)!r}")
+    return tuple(float(t) for t in progress)
+
+
 class Features(Part):
     """Coordinate-wise feature extractor: ``(grad [n], state) -> (features [n, k], state)``.
 
@@ -80,13 +89,7 @@ class Features(Part):
         self.gradient = bool(gradient)
         self.log_sign = bool(log_sign)
         self.param = bool(param)
-        if isinstance(progress, (str, bytes)) or not isinstance(progress, Sequence):
-            raise ValueError(
-                f"progress must be a list of positive time constants, got {progress!r}"
-            )
-        if not all(isinstance(t, (int, float)) and math.isfinite(t) and t > 0 for t in progress):
-            raise ValueError(f"progress time constants must be positive, got {list(progress)!r}")
-        self.progress = tuple(float(t) for t in progress)
+        self.progress = _progress(progress)
         self.clip = positive_finite(clip, "clip")
 
     @property
@@ -234,13 +237,7 @@ class TensorStats(Part):
 
     def __init__(self, progress: Sequence[float] = (30.0, 300.0, 3000.0)) -> None:
         super().__init__()
-        if isinstance(progress, (str, bytes)) or not isinstance(progress, Sequence):
-            raise ValueError(
-                f"progress must be a list of positive time constants, got {progress!r}"
-            )
-        if not all(isinstance(t, (int, float)) and math.isfinite(t) and t > 0 for t in progress):
-            raise ValueError(f"progress time constants must be positive, got {list(progress)!r}")
-        self.progress = tuple(float(t) for t in progress)
+        self.progress = _progress(progress)
 
     @property
     def out_features(self) -> int:
