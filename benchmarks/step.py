@@ -1,35 +1,37 @@
-"""Step benchmark: LSTMOptimizer vs torch.optim.Adam(foreach=True), in one process.
+"""Step benchmark: learned optimizers vs torch.optim.Adam(foreach=True), in one process.
 
-For 1e4, 1e5 and 1e6 parameters spread over many tensors (log-uniform sizes, like a real model)
-it reports, per size:
+For each rule and size (default 1e4, 1e5, 1e6 and 1e7 parameters) it reports:
 
-- median time per ``step()`` of each optimizer and their ratio (same process, interleaved runs,
-  so machine noise hits all alike): the LSTM with the **fused** cell (the default,
-  ``optizoo.rules.fused_lstm.lstm_layer``), with the **unfused** composite cell
-  (``lstm_layer_reference``, the eager cell before the fused one), optionally **compiled**
-  (``--compile``: ``LSTMOptimizer(compile=True)``, inductor), and Adam;
-- the time of the rule's matrix products alone (the same GEMMs, chunk by chunk, nothing else):
-  the arithmetic limit of the rule at these skinny shapes;
-- the LSTM's achieved GFLOP/s (``LSTMRule.flops_per_coordinate() * n / t``) against the machine's
-  own dense fp32 matmul GFLOP/s measured in the same run (2048x2048 GEMM), as a fraction;
-- optimizer-state bytes per parameter;
-- the peak temporary memory of a step (chunking overhead) relative to the state size, measured
-  as the growth of the process's peak RSS during steps, in a fresh subprocess per size.
+- the median time per ``step()`` against ``torch.optim.Adam(foreach=True)`` on the same
+  parameters, in the same process, interleaved (machine noise hits both alike): the ratio;
+- optimizer-state bytes per parameter (Adam: 8);
+- the step's temporary memory: the growth of the peak resident set during two steps, in a fresh
+  subprocess with the state already allocated, in bytes per parameter and relative to the state;
+- for the coordinate-wise LSTM, its matmul GFLOP/s as a fraction of the machine's dense fp32
+  GEMM rate (2048×2048) measured in the same run.
 
-Usage::
+Parameters are shaped like a model (``--layout model``, the default): 4 blocks of a width-``w``
+transformer-like layer (four ``[w, w]`` attention matrices, ``[4w, w]`` and ``[w, 4w]`` MLP
+matrices, their biases and two norm vectors) plus a ``[r, w]`` output matrix filling the rest, so
+matrices hold almost all coordinates and vectors are most of the tensors. ``--layout flat``
+splits them into vectors of log-uniform sizes 64..65536 instead (the earlier benchmark).
 
-    python benchmarks/step.py                 # all sizes, markdown table on stdout
-    python benchmarks/step.py --sizes 1e4 1e5 --max-chunk 16384 --json out.json
-    python benchmarks/step.py --rule-config '{"parameterization": "nominal", "cell": "mlp"}'
+Rules (``--rules``): ``lstm`` (the paper's 2×20 coordinate-wise LSTM, ``LSTMOptimizer(weights=
+None)``), ``hierarchical`` (:class:`optizoo.rules.HierarchicalRule`), ``hierarchical-rms``
+(``normalize=True``), ``hierarchical-ns`` (``orthogonalize=True``: Newton–Schulz on every matrix),
+or ``lstm:{JSON}`` for :class:`optizoo.rules.LSTMRule` options (``--rule-config JSON`` is the
+same)::
 
-``--rule-config`` measures ``LearnedOptimizer(rule=LSTMRule(**config))`` (an option of the LSTM
-rule, random weights) in place of the default ``LSTMOptimizer``.
+    python benchmarks/step.py                                    # every rule, every size
+    python benchmarks/step.py --rules hierarchical --sizes 1e6 --threads 1
+    python benchmarks/step.py --rules 'lstm:{"parameterization": "nominal", "cell": "mlp"}'
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -39,34 +41,69 @@ import time
 
 import torch
 
-import optizoo.rules.lstm as lstm_module
-from optizoo.optim import LSTMOptimizer
-from optizoo.rules.fused_lstm import lstm_layer, lstm_layer_reference
+import optizoo
+from optizoo.optim import LearnedOptimizer, LSTMOptimizer
+from optizoo.rules import HierarchicalRule, LSTMRule
 
-#: LSTMRule options to measure instead of the default rule (set by --rule-config)
-RULE_CONFIG: dict | None = None
+DEFAULT_RULES = ["hierarchical", "hierarchical-rms", "hierarchical-ns", "lstm"]
+#: sizes above this are skipped for the coordinate-wise LSTM unless asked (minutes per step)
+LSTM_MAX_DEFAULT = 10**6
 
 
-def make_learned(params: list[torch.nn.Parameter], **kwargs) -> torch.optim.Optimizer:
-    """The optimizer under test: the default LSTMOptimizer, or the --rule-config option."""
-    if RULE_CONFIG is None:
+def make_learned(name: str, params: list[torch.nn.Parameter], **kwargs) -> torch.optim.Optimizer:
+    """The optimizer under test, by benchmark name."""
+    if name == "lstm":
         return LSTMOptimizer(params, weights=None, **kwargs)
-    from optizoo.optim import LearnedOptimizer
-    from optizoo.rules import LSTMRule
+    if name.startswith("lstm:"):
+        return LearnedOptimizer(params, rule=LSTMRule(**json.loads(name[5:])), **kwargs)
+    if name.startswith("hierarchical"):
+        options = {
+            "hierarchical": {},
+            "hierarchical-rms": {"normalize": True},
+            "hierarchical-ns": {"orthogonalize": True},
+        }[name]
+        return LearnedOptimizer(params, rule=HierarchicalRule(**options), **kwargs)
+    if name.startswith("file:"):
+        return LearnedOptimizer(params, rule=optizoo.load_rule(name[5:]), **kwargs)
+    raise ValueError(f"unknown rule {name!r}")
 
-    return LearnedOptimizer(params, rule=LSTMRule(**RULE_CONFIG), **kwargs)
+
+def model_shapes(n: int) -> list[tuple[int, ...]]:
+    """Tensor shapes of a transformer-like stack with about ``n`` coordinates (see module doc)."""
+    blocks = 4
+    per_w2 = blocks * 12  # 4 w² attention + 8 w² MLP per block
+    w = max(4, int(math.sqrt(n / per_w2)))
+    shapes: list[tuple[int, ...]] = []
+    for _ in range(blocks):
+        shapes += [(w, w)] * 4 + [(w,)] * 4  # attention matrices and biases
+        shapes += [(4 * w, w), (4 * w,), (w, 4 * w), (w,)]  # MLP
+        shapes += [(w,), (w,)]  # norm weight and bias
+    used = sum(math.prod(s) for s in shapes)
+    rest = n - used
+    if rest >= w:
+        shapes.append((rest // w, w))
+        rest -= (rest // w) * w
+    if rest > 0:
+        shapes.append((rest,))
+    return shapes
 
 
-def make_params(n: int, seed: int = 0) -> list[torch.nn.Parameter]:
-    """``n`` coordinates split into tensors of log-uniform sizes between 64 and 65536."""
+def flat_shapes(n: int, seed: int = 0) -> list[tuple[int, ...]]:
+    """``n`` coordinates split into vectors of log-uniform sizes between 64 and 65536."""
     g = torch.Generator().manual_seed(seed)
     sizes, total = [], 0
     while total < n:
         size = int(torch.exp(torch.empty(1).uniform_(4.2, 11.1, generator=g)).item())
         size = min(size, n - total)
-        sizes.append(size)
-        total += size
-    return [torch.nn.Parameter(torch.randn(s, generator=g)) for s in sizes]
+        sizes.append((size,))
+        total += size[0] if isinstance(size, tuple) else size
+    return sizes
+
+
+def make_params(n: int, layout: str = "model", seed: int = 0) -> list[torch.nn.Parameter]:
+    shapes = model_shapes(n) if layout == "model" else flat_shapes(n, seed)
+    g = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(s, generator=g) * 0.05) for s in shapes]
 
 
 def set_grads(params: list[torch.nn.Parameter], seed: int = 1) -> None:
@@ -95,214 +132,170 @@ def state_bytes(opt: torch.optim.Optimizer) -> int:
     )
 
 
-def time_steps(opt: torch.optim.Optimizer, repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        opt.step()
-        out.append(time.perf_counter() - t)
-    return out
+def time_step(opt: torch.optim.Optimizer) -> float:
+    t = time.perf_counter()
+    opt.step()
+    return time.perf_counter() - t
 
 
-#: the LSTM cell each LSTM variant runs (swapped into optizoo.rules.lstm around its steps)
-CELLS = {"fused": lstm_layer, "unfused": lstm_layer_reference, "compiled": lstm_layer}
-
-
-def gemm_time(rule: torch.nn.Module, n: int, chunk: int) -> float:
-    """Seconds for the rule's matrix products alone on ``n`` coordinates in chunks: per layer the
-    gates' ``addmm`` on ``[chunk, k+H]``, then the head's (no cat, no nonlinearity, no state)."""
-    k, h = rule.in_features, rule.hidden_size
-    ws = [w.detach() for w in rule.weights]
-    bs = [b.detach() for b in rule.biases]
-    head_w, head_b = rule.head_weight.detach(), rule.head_bias.detach()
-    inputs = [torch.randn(min(chunk, n), (k if i == 0 else h) + h) for i in range(len(ws))]
-    top = torch.randn(min(chunk, n), h)
-
-    def run() -> None:
-        for lo in range(0, n, chunk):
-            m = min(chunk, n - lo)
-            for w, b, x in zip(ws, bs, inputs):
-                torch.addmm(b, x[:m], w.t())
-            torch.addmm(head_b, top[:m], head_w.t())
-
-    run()
-    times = []
-    for _ in range(5):
-        t = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def measure(n: int, repeats: int, max_chunk: int | None, compile: bool = False) -> dict[str, float]:
-    params = make_params(n)
+def measure(
+    name: str, n: int, repeats: int, layout: str, max_chunk: int | None, compile: bool = False
+) -> dict[str, float]:
+    params = make_params(n, layout)
     set_grads(params)
-    kwargs = {} if max_chunk is None else {"max_chunk": max_chunk}
-    variants = ["fused", "unfused"] + (["compiled"] if compile else [])
-    opts: dict[str, torch.optim.Optimizer] = {
-        v: make_learned(params, **kwargs, compile=v == "compiled") for v in variants
-    }
-    opts["adam"] = torch.optim.Adam(params, lr=1e-3, foreach=True)
-    compile_s = 0.0
-
-    def step(name: str) -> float:
-        lstm_module.lstm_layer = CELLS.get(name, lstm_layer)
-        try:
-            return time_steps(opts[name], 1)[0]
-        finally:
-            lstm_module.lstm_layer = lstm_layer
-
-    for name in opts:  # initialise state (and compile)
-        first = step(name)
-        if name == "compiled":
-            compile_s = first
-        step(name)
-    times: dict[str, list[float]] = {name: [] for name in opts}
-    for _ in range(repeats):  # interleave so that noise hits all alike
-        for name in opts:
-            times[name].append(step(name))
-    med = {name: statistics.median(t) for name, t in times.items()}
-    rule = opts["fused"].rule
-    flops = rule.flops_per_coordinate() * n
-    chunk = max_chunk or optim_chunk()
-    gemm_s = gemm_time(rule, n, chunk) if hasattr(rule, "weights") else float("nan")
-    out = {
+    kwargs: dict = {"compile": compile}
+    if max_chunk is not None:
+        kwargs["max_chunk"] = max_chunk
+    learned = make_learned(name, params, **kwargs)
+    adam = torch.optim.Adam(params, lr=1e-3, foreach=True)
+    learned.step()  # initialise state (and compile, if asked)
+    learned.step()
+    adam.step()
+    t_learned, t_adam = [], []
+    for _ in range(repeats):  # interleave so that noise hits both
+        t_learned.append(time_step(learned))
+        t_adam.append(time_step(adam))
+    lo, ad = statistics.median(t_learned), statistics.median(t_adam)
+    flops = getattr(learned.rule, "flops_per_coordinate", lambda: 0)() * n
+    return {
+        "rule": name,
         "n": n,
         "tensors": len(params),
-        **{f"{name}_ms": t * 1e3 for name, t in med.items()},
-        "gemm_only_ms": gemm_s * 1e3,
-        "speedup_fused_vs_unfused": med["unfused"] / med["fused"],
-        "ratio": med["fused"] / med["adam"],
-        "ratio_unfused": med["unfused"] / med["adam"],
-        "lstm_gflops": flops / med["fused"] / 1e9,
-        "unfused_gflops": flops / med["unfused"] / 1e9,
-        "gemm_only_gflops": flops / gemm_s / 1e9,
-        "lstm_state_bytes_per_param": state_bytes(opts["fused"]) / n,
-        "adam_state_bytes_per_param": state_bytes(opts["adam"]) / n,
+        "matrices": sum(p.dim() >= 2 for p in params),
+        "learned_ms": lo * 1e3,
+        "adam_ms": ad * 1e3,
+        "ratio": lo / ad,
+        "gflops": flops / lo / 1e9,
+        "state_bytes_per_param": state_bytes(learned) / n,
+        "adam_state_bytes_per_param": state_bytes(adam) / n,
     }
-    if compile:
-        out["compiled_gflops"] = flops / med["compiled"] / 1e9
-        out["first_compiled_step_s"] = compile_s
-    return out
 
 
-def optim_chunk() -> int:
-    """LearnedOptimizer's default CPU chunk size."""
-    from optizoo.optim import _CPU_CHUNK
-
-    return _CPU_CHUNK
-
-
-def _peak_rss_child(n: int, max_chunk: int | None) -> None:
+def _peak_rss_child(name: str, n: int, layout: str, max_chunk: int | None) -> None:
     """Run in a subprocess: print state bytes and the peak-RSS growth caused by stepping."""
-    params = make_params(n)
+    params = make_params(n, layout)
     set_grads(params)
     kwargs = {} if max_chunk is None else {"max_chunk": max_chunk}
-    opt = make_learned(params, **kwargs)
-    # allocate the state without stepping, so that the step's temporaries are what grows
-    for p in params:
-        st = opt.state[p]
-        st["step"] = 0
-        st.update(opt.rule.init_state(p.detach().reshape(-1)))
+    opt = make_learned(name, params, **kwargs)
+    opt.step()  # allocates the state (packed, as in real use)
     for st in opt.state.values():
         for v in st.values():
             if isinstance(v, torch.Tensor):
                 v.fill_(0.0)  # touch the pages
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # reset the high-water mark to the current RSS (Linux), so that the growth below is the
+    # working set of a step beyond the state, not the first step's allocations
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _vm_hwm()
     for _ in range(2):
         opt.step()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    after = _vm_hwm()
     print(json.dumps({"state": state_bytes(opt), "temporary": max(0, after - before)}))
 
 
-def chunk_overhead(n: int, max_chunk: int | None) -> float:
-    cmd = [sys.executable, __file__, "--_child", str(n), "--max-chunk", str(max_chunk or 0)]
-    if RULE_CONFIG is not None:
-        cmd += ["--rule-config", json.dumps(RULE_CONFIG)]
+def _vm_hwm() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def temporaries(name: str, n: int, layout: str, max_chunk: int | None) -> dict[str, float]:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--_child",
+        str(n),
+        "--rules",
+        name,
+        "--layout",
+        layout,
+        "--max-chunk",
+        str(max_chunk or 0),
+    ]
+    if os.environ.get("OMP_NUM_THREADS") is None:
+        cmd += ["--threads", str(torch.get_num_threads())]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     r = json.loads(out.strip().splitlines()[-1])
-    return r["temporary"] / r["state"]
+    return {
+        "temp_bytes_per_param": r["temporary"] / n,
+        "temp_over_state": r["temporary"] / r["state"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", nargs="+", type=float, default=[1e4, 1e5, 1e6])
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--sizes", nargs="+", type=float, default=[1e4, 1e5, 1e6, 1e7])
+    ap.add_argument("--rules", nargs="+", default=None, help=f"default: {DEFAULT_RULES}")
+    ap.add_argument("--rule-config", default=None, help="JSON LSTMRule options (= lstm:JSON)")
+    ap.add_argument("--layout", choices=["model", "flat"], default="model")
+    ap.add_argument(
+        "--lstm-max",
+        type=float,
+        default=LSTM_MAX_DEFAULT,
+        help="largest size for coordinate-wise LSTM rules (they take seconds a step)",
+    )
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--max-chunk", type=int, default=None, help="0 or unset: the default")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    ap.add_argument(
-        "--compile", action="store_true", help="also LSTMOptimizer(compile=True), side by side"
-    )
+    ap.add_argument("--compile", action="store_true", help="LearnedOptimizer(compile=True)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the temporaries subprocess")
     ap.add_argument("--json", default=None, help="also write the results here")
-    ap.add_argument("--rule-config", default=None, help="JSON LSTMRule options to measure")
     ap.add_argument("--_child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    global RULE_CONFIG
-    RULE_CONFIG = json.loads(args.rule_config) if args.rule_config else None
     if args.threads:
         torch.set_num_threads(args.threads)
+    rules = list(args.rules or DEFAULT_RULES)
+    if args.rule_config:
+        rules = (
+            [f"lstm:{args.rule_config}"]
+            if args.rules is None
+            else [*rules, f"lstm:{args.rule_config}"]
+        )
     max_chunk = args.max_chunk or None
     if args._child is not None:
-        _peak_rss_child(args._child, max_chunk)
+        _peak_rss_child(rules[0], args._child, args.layout, max_chunk)
         return 0
 
-    # The machine's matmul rate, measured before, between and after the sizes: on a shared
-    # machine a single probe can land in a load spike, so the fractions use the best probe.
-    probes = [matmul_gflops()]
+    mm = matmul_gflops()
     rows = []
-    for n in (int(s) for s in args.sizes):
-        r = measure(n, args.repeats, max_chunk, args.compile)
-        r["chunk_overhead"] = chunk_overhead(n, max_chunk)
-        rows.append(r)
-        probes.append(matmul_gflops())
-        print(f"n={n:.0e} done", file=sys.stderr, flush=True)
-    mm = max(probes)
+    for name in rules:
+        for n in (int(s) for s in args.sizes):
+            if name.startswith("lstm") and n > args.lstm_max:
+                continue
+            r = measure(name, n, args.repeats, args.layout, max_chunk, args.compile)
+            r["fraction_of_matmul"] = r["gflops"] / mm
+            if not args.no_memory:
+                r.update(temporaries(name, n, args.layout, max_chunk))
+            rows.append(r)
+            print(f"{name} n={n:.0e}: {r['ratio']:.2f}x Adam", file=sys.stderr, flush=True)
+    mm_end = matmul_gflops()
+    print(
+        f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, threads "
+        f"{torch.get_num_threads()}, layout {args.layout}"
+    )
+    print(f"dense fp32 matmul: {mm:.1f} GFLOP/s at start, {mm_end:.1f} at end\n")
+    print(
+        "| rule | params | tensors (matrices) | step ms | Adam ms | step / Adam | state B/param "
+        "(Adam 8) | temporaries B/param | temporaries / state | matmul GFLOP/s (of peak) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        r["matmul_gflops"] = mm
-        for key in ("lstm", "unfused", "compiled", "gemm_only"):
-            if f"{key}_gflops" in r:
-                r[f"{key}_fraction_of_matmul"] = r[f"{key}_gflops"] / mm
-        r["fraction_of_matmul"] = r["lstm_gflops"] / mm
-    print(
-        f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}"
-    )
-    print(
-        "dense fp32 matmul (2048² GEMM) probes: "
-        + ", ".join(f"{p:.1f}" for p in probes)
-        + f" GFLOP/s; fractions use the best, {mm:.1f}\n"
-    )
-    if RULE_CONFIG is not None:
-        print(f"learned rule: LSTMRule(**{json.dumps(RULE_CONFIG)})\n")
-    comp = "compiled_ms" in rows[0] if rows else False
-    print(
-        "| params | tensors | fused ms | unfused ms | "
-        + ("compiled ms | " if comp else "")
-        + "GEMMs alone ms | Adam ms | fused/unfused speed-up | fused/Adam | unfused/Adam "
-        "| of matmul: fused | unfused | "
-        + ("compiled | " if comp else "")
-        + "GEMMs alone | state B/param LSTM | Adam | step temporaries / state |"
-    )
-    print("|---" * (17 if comp else 15) + "|")
-    for r in rows:
-        c1 = f"{r['compiled_ms']:.1f} | " if comp else ""
-        c2 = f"{r['compiled_fraction_of_matmul']:.0%} | " if comp else ""
-        print(
-            f"| {r['n']:.0e} | {r['tensors']} | {r['fused_ms']:.1f} | {r['unfused_ms']:.1f} | {c1}"
-            f"{r['gemm_only_ms']:.1f} | {r['adam_ms']:.2f} | "
-            f"{r['speedup_fused_vs_unfused']:.2f}x | {r['ratio']:.0f}x | {r['ratio_unfused']:.0f}x | "
-            f"{r['lstm_fraction_of_matmul']:.0%} | {r['unfused_fraction_of_matmul']:.0%} | {c2}"
-            f"{r['gemm_only_fraction_of_matmul']:.0%} | "
-            f"{r['lstm_state_bytes_per_param']:.0f} | {r['adam_state_bytes_per_param']:.0f} | "
-            f"{r['chunk_overhead']:.1%} |"
+        temp = (
+            f"{r['temp_bytes_per_param']:.1f} | {r['temp_over_state']:.0%}"
+            if "temp_bytes_per_param" in r
+            else "– | –"
         )
-    if comp:
+        gf = f"{r['gflops']:.1f} ({r['fraction_of_matmul']:.0%})" if r["gflops"] else "–"
         print(
-            "\nfirst compiled step (compilation, inductor cache as found): "
-            + ", ".join(f"{r['first_compiled_step_s']:.1f} s" for r in rows)
+            f"| {r['rule']} | {r['n']:.0e} | {r['tensors']} ({r['matrices']}) | "
+            f"{r['learned_ms']:.2f} | {r['adam_ms']:.2f} | {r['ratio']:.2f}× | "
+            f"{r['state_bytes_per_param']:.1f} | {temp} | {gf} |"
         )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"matmul_gflops": probes, "rows": rows}, f, indent=1)
+            json.dump({"matmul_gflops": [mm, mm_end], "rows": rows}, f, indent=1)
     return 0
 
 

@@ -22,10 +22,17 @@ def optizoo_preprocessors() -> dict[str, Any]:
 
 @hookimpl
 def optizoo_rules() -> dict[str, Any]:
-    from optizoo.rules import LSTMRule
+    from optizoo.rules import HierarchicalRule, LSTMRule
     from optizoo.rules.handdesigned import SGD, Adam, Momentum, RMSprop
 
-    return {"lstm": LSTMRule, "sgd": SGD, "momentum": Momentum, "rmsprop": RMSprop, "adam": Adam}
+    return {
+        "lstm": LSTMRule,
+        "hierarchical": HierarchicalRule,
+        "sgd": SGD,
+        "momentum": Momentum,
+        "rmsprop": RMSprop,
+        "adam": Adam,
+    }
 
 
 @hookimpl

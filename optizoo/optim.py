@@ -22,8 +22,8 @@ State follows torch's conventions, so every client of ``torch.optim`` (``torch.s
   parameter's dtype: an internal load hook restores the saved values in the rule's state dtype).
 
 FSDP2 (``fully_shard``): a coordinate-wise rule steps each ``DTensor`` parameter on its local
-shard, which needs no communication; a rule whose :attr:`~optizoo.rules.UpdateRule.coordinatewise`
-is ``False`` is refused for sharded parameters.
+shard, which needs no communication; a rule with per-tensor parts
+(:attr:`~optizoo.rules.UpdateRule.per_tensor`) is refused for sharded parameters.
 
 ``torch.compile(opt.step)``: while compiling, each parameter is its own batch, the step count is
 passed to the rule as a tensor and non-finite gradients are always masked, so the steady-state
@@ -60,7 +60,7 @@ from torch import Tensor
 
 from optizoo._validate import learning_rate, nonnegative_finite
 from optizoo.errors import StateMismatchError
-from optizoo.rules.base import UpdateRule, weights_sha256
+from optizoo.rules.base import UpdateRule, rule_kwargs, weights_sha256
 
 try:  # torch.distributed may be unavailable (some macOS / mobile builds)
     from torch.distributed.tensor import DTensor
@@ -108,6 +108,23 @@ def _real_numel(p: Tensor) -> int:
 
 def _compiling() -> bool:
     return torch.compiler.is_compiling()
+
+
+def _real_shape(p: Tensor) -> torch.Size:
+    return torch.view_as_real(p).shape if p.is_complex() else p.shape
+
+
+def _tensor_chunks(sizes: list[int], chunk: int) -> list[tuple[int, int]]:
+    """Consecutive runs ``[i, j)`` of whole tensors with at most ``chunk`` coordinates each (a
+    larger tensor is a run of its own): how a per-tensor rule's batch is cut."""
+    runs, start, total = [], 0, 0
+    for i, size in enumerate(sizes):
+        if total and total + size > chunk:
+            runs.append((start, i))
+            start, total = i, 0
+        total += size
+    runs.append((start, len(sizes)))
+    return runs
 
 
 class LearnedOptimizer(torch.optim.Optimizer):
@@ -193,7 +210,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
                     f"cannot optimize a parameter of dtype {p.dtype}: parameters must be "
                     "floating point or complex"
                 )
-            if _is_dtensor(p) and not self.rule.coordinatewise:
+            if _is_dtensor(p) and self.rule.per_tensor:
                 raise ValueError(
                     f"rule {self.rule.rule_name!r} has per-tensor parts and cannot step a "
                     "sharded (DTensor) parameter on its local shard; use a coordinate-wise rule "
@@ -297,21 +314,32 @@ class LearnedOptimizer(torch.optim.Optimizer):
 
     def _init_state(self, params: list[Tensor], sdtype: torch.dtype) -> None:
         """Fresh state for ``params``, allocated as one packed buffer per state key; each
-        parameter's state is a view with the parameter's (local) shape, wrapped as a DTensor
-        with the parameter's placements for a DTensor parameter."""
+        parameter's per-coordinate state is a view with the parameter's (local) shape, wrapped
+        as a DTensor with the parameter's placements for a DTensor parameter; per-tensor state
+        (:attr:`~optizoo.rules.UpdateRule.tensor_state_keys`) is one ``[1, ...]`` row each."""
         coords = [_coords(p) for p in params]
         flat = torch.cat([c.reshape(-1) for c in coords]).to(sdtype)
-        packed = self.rule.init_state(flat)
+        packed = self.rule.init_state(
+            flat, **rule_kwargs(self.rule, lambda: [c.shape for c in coords])
+        )
         sizes = [c.numel() for c in coords]
+        tensor_keys = set(self.rule.tensor_state_keys)
         for p in params:
             self.state[p]["step"] = torch.zeros((), dtype=torch.float32)
         for key, buf in packed.items():
+            if key in tensor_keys:
+                for p, view in zip(params, torch.split(buf, 1)):
+                    self.state[p][key] = view
+                continue
             for p, c, view in zip(params, coords, torch.split(buf, sizes)):
                 self.state[p][key] = _like_param(p, view.view((*c.shape, *buf.shape[1:])))
 
     def _coordinate_state(self, p: Tensor, key: str) -> Tensor:
-        """State ``key`` of ``p`` as a ``[n, ...]`` view of its local storage."""
+        """State ``key`` of ``p`` as a ``[n, ...]`` view of its local storage (``[1, ...]`` for
+        per-tensor state)."""
         t = _local(self.state[p][key])
+        if key in self.rule.tensor_state_keys:
+            return t
         return t.view((_real_numel(p), *t.shape[_coords(p).dim() :]))
 
     def _packed(self, params: list[Tensor], key: str, total: int) -> Tensor:
@@ -340,6 +368,9 @@ class LearnedOptimizer(torch.optim.Optimizer):
             )
         packed = torch.cat(tensors)
         for p, view in zip(params, torch.split(packed, [t.shape[0] for t in tensors])):
+            if key in self.rule.tensor_state_keys:
+                self.state[p][key] = view
+                continue
             shape = _coords(p).shape
             self.state[p][key] = _like_param(p, view.view((*shape, *view.shape[1:])))
         return packed
@@ -368,17 +399,39 @@ class LearnedOptimizer(torch.optim.Optimizer):
             else None
         )
         keys = [k for k in self.state[params[0]] if k != "step"]
-        state = {k: self._packed(params, k, total) for k in keys}
+        tensor_keys = set(self.rule.tensor_state_keys)
+        state = {
+            k: self._packed(params, k, len(params) if k in tensor_keys else total) for k in keys
+        }
 
-        chunk = self.max_chunk or (_CPU_CHUNK if device.type == "cpu" else _ACCELERATOR_CHUNK)
+        chunk = (
+            self.max_chunk
+            or self.rule.preferred_chunk
+            or (_CPU_CHUNK if device.type == "cpu" else _ACCELERATOR_CHUNK)
+        )
+        if self.rule.per_tensor:  # whole tensors per call, with their shapes
+            offsets = [0]
+            for size in sizes:
+                offsets.append(offsets[-1] + size)
+            shapes = [_real_shape(p) for p in params]
+            calls = [
+                (offsets[i], offsets[j], i, j, rule_kwargs(self.rule, shapes[i:j]))
+                for i, j in _tensor_chunks(sizes, chunk)
+            ]
+        else:
+            calls = [(lo, min(total, lo + chunk), 0, 0, {}) for lo in range(0, total, chunk)]
         updates = []
-        for lo in range(0, total, chunk):
-            hi = min(total, lo + chunk)
+        for lo, hi, ti, tj, kw in calls:
             g = grads[lo:hi]
-            old = {k: v[lo:hi] for k, v in state.items()}  # views: no copy
+            old = {  # views: no copy
+                k: v[ti:tj] if k in tensor_keys else v[lo:hi] for k, v in state.items()
+            }
             # Non-finite gradients: mask on-device without a host sync on accelerators; on the
-            # CPU (eager) a check costs nothing, so the masking passes run only when needed.
+            # CPU (eager) a check costs nothing, so the masking passes run only when needed
+            # (a sum is finite iff every term is, barring overflow: one pass instead of four).
             mask = self.skip_nonfinite
+            if mask and not compiling and g.device.type == "cpu" and bool(torch.isfinite(g.sum())):
+                mask = False
             if mask:
                 finite = torch.isfinite(g)
                 if not compiling and g.device.type == "cpu" and bool(finite.all()):
@@ -387,18 +440,20 @@ class LearnedOptimizer(torch.optim.Optimizer):
                     g = torch.where(finite, g, torch.zeros((), dtype=g.dtype, device=g.device))
             param = flat_params[lo:hi] if flat_params is not None else None
             try:
-                update, new = rule(g, old, param=param, step=step)
+                update, new = rule(g, old, param=param, step=step, **kw)
             except Exception as exc:
                 if not self.compile:
                     raise
                 self._compile_fallback(f"compilation failed ({type(exc).__name__}: {exc})")
                 rule = self._rule_on(device)
-                update, new = rule(g, old, param=param, step=step)
+                update, new = rule(g, old, param=param, step=step, **kw)
             if mask:
                 zero = torch.zeros((), dtype=update.dtype, device=device)
                 update = torch.where(finite, update, zero)
-                new = {
-                    k: torch.where(finite.view(-1, *([1] * (v.dim() - 1))), v, old[k])
+                new = {  # per-tensor state saw the zeroed gradient: keep it
+                    k: v
+                    if k in tensor_keys
+                    else torch.where(finite.view(-1, *([1] * (v.dim() - 1))), v, old[k])
                     for k, v in new.items()
                 }
             for k in keys:
@@ -589,7 +644,15 @@ def _upgrade_and_check(opt: LearnedOptimizer, state_dict: dict[str, Any]) -> dic
                 raise ValueError(
                     f"state {k!r} of parameter {pid!r} must be a tensor, got {type(v).__name__}"
                 )
-            if isinstance(v, Tensor) and shape is not None and not _is_dtensor(v):
+            per_tensor = k in opt.rule.tensor_state_keys  # one [1, ...] row per tensor
+            if isinstance(v, Tensor) and shape is not None and not _is_dtensor(v) and per_tensor:
+                want_shape = None if template is None else (1, *template[k].shape[1:])
+                if want_shape is not None and tuple(v.shape) != want_shape:
+                    raise ValueError(
+                        f"per-tensor state {k!r} of shape {tuple(v.shape)} does not match the "
+                        f"rule's per-tensor state shape {want_shape}"
+                    )
+            elif isinstance(v, Tensor) and shape is not None and not _is_dtensor(v):
                 if legacy is not None:  # optizoo <= 0.1: flat [n, ...] state
                     if v.dim() == 0 or v.shape[0] != n:
                         raise ValueError(
@@ -604,7 +667,7 @@ def _upgrade_and_check(opt: LearnedOptimizer, state_dict: dict[str, Any]) -> dic
                     )
             if template is not None:
                 want = template[k]
-                if tuple(v.shape[len(shape) :]) != tuple(want.shape[1:]):
+                if not per_tensor and tuple(v.shape[len(shape) :]) != tuple(want.shape[1:]):
                     raise ValueError(
                         f"state {k!r} of shape {tuple(v.shape)} does not match the rule's state "
                         f"shape {(*shape, *want.shape[1:])}"
@@ -626,7 +689,7 @@ def _state_template(opt: LearnedOptimizer, p: Tensor) -> dict[str, Tensor]:
     """What the rule's ``init_state`` makes for one coordinate of ``p``: key -> ``[1, ...]``."""
     sdtype = opt.rule.state_dtype(p.real.dtype if p.is_complex() else p.dtype)
     with torch.no_grad():
-        return opt.rule.init_state(torch.zeros(1, dtype=sdtype))
+        return opt.rule.init_state(torch.zeros(1, dtype=sdtype), **rule_kwargs(opt.rule, [(1,)]))
 
 
 def _restore_state_dtype(opt: LearnedOptimizer) -> None:

@@ -7,7 +7,10 @@ The whole recipe lives in one JSON file (``configs/generalist.json``) plus a see
 
 Config keys:
 
-- ``rule``: keyword arguments of :class:`optizoo.rules.LSTMRule` (features, parameterization...).
+- ``rule``: keyword arguments of the rule (:class:`optizoo.rules.LSTMRule` by default: features,
+  parameterization...).
+- ``rule_name`` (optional): the registered rule to train (default ``"lstm"``; e.g.
+  ``"hierarchical"`` for :class:`optizoo.rules.HierarchicalRule`).
 - ``task``: ``{"name": "mix", "args": {...}}`` (see :mod:`optizoo.tasks.mix`).
 - ``common``: :class:`optizoo.meta.MetaConfig` fields shared by every stage (``clip``,
   ``eval_problems``...).
@@ -45,7 +48,7 @@ import torch
 import optizoo
 from optizoo.meta import MetaTrainer
 from optizoo.meta.unroll import Layout, unroll_flat
-from optizoo.rules import LSTMRule
+from optizoo.rules import UpdateRule, build
 
 
 class ValidationMetaTrainer(MetaTrainer):
@@ -83,8 +86,7 @@ class ValidationMetaTrainer(MetaTrainer):
         plist = [p.params() for p in problems]
         layout = Layout(plist)
         flat = layout.flatten(plist).detach()
-        with torch.no_grad():
-            state = self.rule.init_state(flat)
+        state = None  # unroll_flat starts the rule's state (per-tensor rules need the layout)
         values = []
         for t in range(0, horizon, cfg.unroll):
             steps = min(cfg.unroll, horizon - t)
@@ -124,12 +126,12 @@ def run(
     seed: int | None = None,
     rule_init: str | None = None,
     verbose: bool = True,
-) -> tuple[LSTMRule, dict[str, Any]]:
+) -> tuple[UpdateRule, dict[str, Any]]:
     """Run every stage of ``cfg``; returns the final rule and its training record."""
     seed = int(cfg.get("seed", 0) if seed is None else seed)
     if rule_init is None:
         torch.manual_seed(seed)  # the rule's random init
-        rule = LSTMRule(**cfg["rule"])
+        rule = build(cfg.get("rule_name", "lstm"), cfg["rule"])
     else:
         rule = optizoo.zoo.load_rule(rule_init)
     task = cfg["task"]
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     rule, training = run(cfg, out, seed=args.seed, rule_init=args.init)
     path = out / "generalist.safetensors"
     description = (
-        "LSTM rule (options: "
+        f"{rule.rule_name} rule (options: "
         + json.dumps({k: v for k, v in rule.config().items() if k not in ("preprocessor_args",)})
         + ") meta-trained on a task mixture with a curriculum by scripts/train_lstm_generalist.py"
     )

@@ -23,7 +23,7 @@ from torch import nn
 
 from optizoo.errors import StateMismatchError
 from optizoo.optim import LearnedOptimizer, LSTMOptimizer
-from optizoo.rules import Adam, LSTMRule
+from optizoo.rules import Adam, HierarchicalRule, LSTMRule
 from optizoo.testing import (
     ConformanceError,
     check_compiled_step,
@@ -264,10 +264,6 @@ def test_fsdp2_two_gloo_processes_match_unsharded_and_resume():
     check_fsdp2_steps([adamw_factory, lstm_factory, paper_lstm_factory])
 
 
-class _PerTensorAdam(Adam):
-    coordinatewise = False
-
-
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
 def test_rule_with_per_tensor_parts_refuses_sharded_parameters(tmp_path):
     from torch.distributed.device_mesh import init_device_mesh
@@ -278,7 +274,7 @@ def test_rule_with_per_tensor_parts_refuses_sharded_parameters(tmp_path):
         mesh = init_device_mesh("cpu", (1,))
         p = nn.Parameter(distribute_tensor(torch.randn(4, 3), mesh, [Shard(0)]))
         with pytest.raises(ValueError, match=r"per-tensor parts.*sharded"):
-            LearnedOptimizer([p], _PerTensorAdam())
+            LearnedOptimizer([p], HierarchicalRule())  # per-tensor LSTM
         opt = LearnedOptimizer([p], Adam(lr=0.1))  # coordinate-wise: steps the local shard
         p.grad = distribute_tensor(torch.ones(4, 3), mesh, [Shard(0)])
         before = p.detach().to_local().clone()

@@ -50,7 +50,7 @@ from optizoo.meta import distributed as ddp
 from optizoo.meta.config import MetaConfig
 from optizoo.meta.plots import learning_curve
 from optizoo.meta.unroll import Layout, rollout, unroll_flat
-from optizoo.rules.base import State, UpdateRule
+from optizoo.rules.base import State, UpdateRule, rule_kwargs
 from optizoo.tasks import task_config
 from optizoo.tasks.base import Problem, Task, per_instance_scale
 
@@ -357,7 +357,7 @@ class MetaTrainer:
         self._scale = per_instance_scale(problems)
         flat = layout.flatten(plist).detach()
         with torch.no_grad():
-            state = self.rule.init_state(flat)
+            state = self.rule.init_state(flat, **rule_kwargs(self.rule, lambda: layout.segments))
         return flat, state, 0
 
     def eval_set(self) -> list[Problem]:

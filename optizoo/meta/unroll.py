@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from optizoo.meta.batched import StackedLoss, stacked_loss
-from optizoo.rules.base import State, UpdateRule
+from optizoo.rules.base import State, UpdateRule, rule_kwargs
 from optizoo.tasks.base import Problem, per_instance_scale
 
 __all__ = ["Layout", "UnrollResult", "rollout", "unroll"]
@@ -82,6 +82,17 @@ class Layout:
                 self.sizes.append(t.numel())
         self.numel = sum(self.sizes)
         self._single = len(self.sizes) == 1
+        self._segments = None
+
+    @property
+    def segments(self):
+        """:class:`optizoo.rules.parts.Segments` of every tensor, problem after problem (what a
+        per-tensor rule needs to see tensor boundaries)."""
+        if self._segments is None:
+            from optizoo.rules.segments import Segments
+
+            self._segments = Segments([s for shapes in self.shapes for s in shapes])
+        return self._segments
 
     def flatten(self, params: Sequence[Mapping[str, Tensor]]) -> Tensor:
         """Concatenate ``params`` (same structure as the layout) into one vector ``[n]``."""
@@ -210,8 +221,9 @@ def unroll_flat(
     """
     if not flat.requires_grad:
         flat = flat.detach().requires_grad_(True)
+    kw = rule_kwargs(rule, lambda: layout.segments)
     if state is None:
-        state = rule.init_state(flat.detach())
+        state = rule.init_state(flat.detach(), **kw)
     needs_param = bool(getattr(rule, "needs_param", False))
     stacked = _stacked(problems, layout, batch_problems)
     rows: list[Tensor] = []
@@ -219,7 +231,7 @@ def unroll_flat(
         total, per = _losses(problems, layout, flat, t, stacked)
         rows.append(per)
         g = _flat_grad(total, flat, create_graph=second_order, retain_graph=True)
-        update, state = rule(g, state, param=flat if needs_param else None, step=t + 1)
+        update, state = rule(g, state, param=flat if needs_param else None, step=t + 1, **kw)
         flat = flat + update
     rows.append(_losses(problems, layout, flat, start + steps, stacked)[1])
     return torch.stack(rows), flat, state
@@ -321,8 +333,9 @@ def rollout(
     scale = per_instance_scale(problems)
     needs_param = bool(getattr(rule, "needs_param", False))
     stacked = _stacked(problems, layout, batch_problems)
+    kw = rule_kwargs(rule, lambda: layout.segments)
     with torch.no_grad():
-        state = rule.init_state(flat)
+        state = rule.init_state(flat, **kw)
     rows: list[Tensor] = []
     for t in range(steps + 1):
         with torch.enable_grad():
@@ -333,7 +346,7 @@ def rollout(
                 break
             g = _flat_grad(total, x, create_graph=False, retain_graph=False)
         with torch.no_grad():
-            update, state = rule(g, state, param=flat if needs_param else None, step=t + 1)
+            update, state = rule(g, state, param=flat if needs_param else None, step=t + 1, **kw)
             flat = flat + update
         if (t + 1) % check_every == 0 and not bool(
             torch.isfinite(torch.stack(rows[-check_every:])).all()

@@ -2,6 +2,8 @@
 
 - :class:`UpdateRule`: the interface (``init_state``, ``forward``, ``config``).
 - :class:`LSTMRule`: the coordinate-wise LSTM of Andrychowicz et al. (2016).
+- :class:`HierarchicalRule`: a per-tensor LSTM steering a cheap Adam-like coordinate-wise update.
+- :mod:`optizoo.rules.parts`: the parts rules are composed from (inputs, cells, heads, transforms).
 - :class:`SGD`, :class:`Momentum`, :class:`RMSprop`, :class:`Adam`: hand-designed rules whose
   hyper-parameters are meta-parameters.
 """
@@ -12,11 +14,13 @@ from typing import Any
 
 from optizoo.rules.base import State, UpdateRule
 from optizoo.rules.handdesigned import SGD, Adam, Momentum, RMSprop
+from optizoo.rules.hierarchical import HierarchicalRule
 from optizoo.rules.lstm import LSTMRule
 
 __all__ = [
     "SGD",
     "Adam",
+    "HierarchicalRule",
     "LSTMRule",
     "Momentum",
     "RMSprop",

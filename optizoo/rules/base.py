@@ -8,8 +8,13 @@ per-coordinate state to an update of the same shape plus the new state::
     update, state = rule(grad, state, param=flat_params, step=1)
     new_params = flat_params + update
 
-Rules are *coordinate-wise*: coordinate ``i``'s update depends only on coordinate ``i``'s gradient
-history (and the step number), so any set of parameters can be flattened into one batch.
+Most rules are *coordinate-wise*: coordinate ``i``'s update depends only on coordinate ``i``'s
+gradient history (and the step number), so any set of parameters can be flattened into one batch.
+A rule with ``per_tensor = True`` (built from per-tensor parts: per-tensor statistics, a per-tensor
+LSTM, RMS normalization, orthogonalization) needs whole tensors: callers then pass
+``segments=Segments(shapes)`` (:class:`optizoo.rules.parts.Segments`, the shapes of the tensors
+in the batch, in order) to :meth:`~UpdateRule.init_state` and :meth:`~UpdateRule.forward`, and
+state entries named in ``tensor_state_keys`` have one row per tensor instead of per coordinate.
 ``forward`` is pure: it never mutates its inputs, so the same code is differentiated through by the
 meta-trainer and run under ``torch.no_grad()`` by :class:`optizoo.optim.LearnedOptimizer`.
 """
@@ -23,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from optizoo._validate import learning_rate
+from optizoo.rules.segments import Segments
 
 State = dict[str, Tensor]
 
@@ -39,10 +45,15 @@ class UpdateRule(nn.Module):
     rule_name: ClassVar[str] = "rule"
     #: Whether :meth:`forward` reads ``param`` (the current parameter values).
     needs_param: ClassVar[bool] = False
-    #: Whether every part of the rule is coordinate-wise, so that any subset of coordinates (a
-    #: chunk, an FSDP shard) can be stepped alone. A rule with per-tensor statistics sets
-    #: ``False``; the optimizer then refuses sharded (DTensor) parameters.
-    coordinatewise: ClassVar[bool] = True
+    #: Whether the rule needs whole tensors (``segments=`` in init_state and forward). A rule
+    #: with per-tensor statistics cannot step a subset of coordinates (a chunk, an FSDP shard)
+    #: alone: the optimizer then refuses sharded (DTensor) parameters.
+    per_tensor: ClassVar[bool] = False
+    #: State keys with one row per tensor (per-tensor rules), not one per coordinate.
+    tensor_state_keys: ClassVar[tuple[str, ...]] = ()
+    #: Coordinates per call this rule runs best with (``None``: the optimizer's default chunk).
+    #: Cheap rules set it high: each call has a fixed per-call cost.
+    preferred_chunk: ClassVar[int | None] = None
 
     def init_state(self, flat: Tensor) -> State:
         """Fresh per-coordinate state for the coordinates ``flat`` (shape ``[n]``).
@@ -104,6 +115,17 @@ def log_learning_rate(lr: float, name: str = "lr") -> float:
     """
     lr = learning_rate(lr, name)
     return math.log(lr) if lr > 0 else LOG_LR_OF_ZERO
+
+
+def rule_kwargs(rule: UpdateRule, shapes: Any) -> dict[str, Any]:
+    """``{"segments": Segments(shapes)}`` for a per-tensor rule, ``{}`` otherwise: the extra
+    keyword arguments of :meth:`UpdateRule.init_state` and :meth:`UpdateRule.forward`.
+    ``shapes`` is a sequence of tensor shapes or a callable returning one (called only when
+    needed)."""
+    if not getattr(rule, "per_tensor", False):
+        return {}
+    shapes = shapes() if callable(shapes) else shapes
+    return {"segments": shapes if isinstance(shapes, Segments) else Segments(shapes)}
 
 
 def as_meta_tensor(value: float | Tensor, name: str) -> Tensor:

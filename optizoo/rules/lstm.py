@@ -1,4 +1,11 @@
-"""The coordinate-wise LSTM update rule of Andrychowicz et al. (2016).
+"""The coordinate-wise LSTM update rule of Andrychowicz et al. (2016), composed from parts.
+
+The paper's rule is one composition of :mod:`optizoo.rules.parts`: log-and-sign inputs
+(:class:`~optizoo.rules.parts.Preprocessed`) → a 2×20 :class:`~optizoo.rules.parts.CoordinateLSTM`
+→ a :class:`~optizoo.rules.parts.LinearHead` → :class:`~optizoo.rules.parts.OutputScale` (0.1).
+The options below swap parts in (features, the MLP cell, the nominal step, weight decay). Weight
+files keep the flat tensor names they always had (``weights.0``, ``head_weight``, ``log_lr``...):
+:meth:`LSTMRule.state_dict` and :meth:`LSTMRule.load_state_dict` translate them to the parts'.
 
 One small LSTM (default 2 layers x 20 hidden units) is shared by every coordinate of every
 parameter. All coordinates are processed as one batch ``[n, features]``: each layer's four gates
@@ -37,7 +44,6 @@ the defaults are the paper's rule, bit for bit):
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -46,13 +52,51 @@ from torch import Tensor, nn
 from optizoo._validate import nonnegative_finite, positive_finite, positive_int
 from optizoo.preprocess.base import Preprocessor
 from optizoo.rules.base import State, UpdateRule, log_learning_rate
-from optizoo.rules.fused_lstm import lstm_layer, pack_weights
+from optizoo.rules.parts import (
+    MLP,
+    CoordinateLSTM,
+    DecoupledWeightDecay,
+    Features,
+    LinearHead,
+    NominalStep,
+    OutputScale,
+    Preprocessed,
+)
 
 __all__ = ["LSTMRule"]
 
 _STATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "auto": None}
 _PARAMETERIZATIONS = ("direct", "nominal")
 _CELLS = ("lstm", "mlp")
+#: the parts' tensor names -> the names weight files have always used
+_LEGACY_NAMES = (
+    ("cell.weights.", "weights."),
+    ("cell.biases.", "biases."),
+    ("head.weight", "head_weight"),
+    ("head.bias", "head_bias"),
+    ("nominal.log_lr", "log_lr"),
+    ("decay.log_wd", "log_wd"),
+    ("pre.preprocess.", "preprocess."),
+)
+
+
+def _rename(state_dict: dict[str, Any], prefix: str, pairs) -> None:
+    for key in list(state_dict):
+        if not key.startswith(prefix):
+            continue
+        local = key[len(prefix) :]
+        for old, new in pairs:
+            if local.startswith(old):
+                state_dict[prefix + new + local[len(old) :]] = state_dict.pop(key)
+                break
+
+
+def _to_legacy(module, state_dict, prefix, local_metadata) -> None:
+    _rename(state_dict, prefix, _LEGACY_NAMES)
+
+
+def _from_legacy(module, state_dict, prefix, *args) -> None:
+    _rename(state_dict, prefix, [(new, old) for old, new in _LEGACY_NAMES])
 
 
 def _check_state_dtype(state_dtype: str) -> None:
@@ -127,7 +171,9 @@ class LSTMRule(UpdateRule):
             )
         if parameterization == "nominal" and features is None:
             features = {}
-        log_nominal_lr = log_learning_rate(nominal_lr, "nominal_lr")
+        log_learning_rate(
+            nominal_lr, "nominal_lr"
+        )  # validates (0 allowed: a rule that never steps)
         for name, value in (
             ("max_log_scale", max_log_scale),
             ("additive_scale", additive_scale),
@@ -139,12 +185,9 @@ class LSTMRule(UpdateRule):
                 "weight_decay (a learned decoupled weight decay) needs "
                 f'parameterization="nominal", got parameterization={parameterization!r}'
             )
-        from optizoo import preprocess
-        from optizoo.rules.features import Features
-
         self.features: Features | None = None if features is None else Features(**features)
         self.parameterization = parameterization
-        self.cell = cell
+        self.cell_kind = cell
         self.nominal_lr = float(nominal_lr)
         self.nominal_beta = float(nominal_beta)
         self.max_log_scale = float(max_log_scale)
@@ -164,42 +207,65 @@ class LSTMRule(UpdateRule):
         )
         self.preprocessor_name = preprocessor
         self.preprocessor_args = dict(preprocessor_args or {})
-        self.preprocess: Preprocessor = preprocess.get(preprocessor)(**self.preprocessor_args)
+        self.pre = Preprocessed(preprocessor, self.preprocessor_args)
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.output_scale = float(output_scale)
         self.forget_bias = float(forget_bias)
         self.state_dtype_name = state_dtype
 
-        h = hidden_size
         k = self.in_features
-        bound = 1.0 / math.sqrt(h)
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        for layer in range(num_layers):
-            if cell == "mlp":
-                fan_in = k if layer == 0 else h
-                b = 1.0 / math.sqrt(fan_in)
-                self.weights.append(nn.Parameter(torch.empty(h, fan_in).uniform_(-b, b)))
-                self.biases.append(nn.Parameter(torch.empty(h).uniform_(-b, b)))
-                continue
-            fan_in = (k if layer == 0 else h) + h
-            # gate order along dim 0: input, forget, output (sigmoid) | cell candidate (tanh)
-            self.weights.append(nn.Parameter(torch.empty(4 * h, fan_in).uniform_(-bound, bound)))
-            bias = torch.empty(4 * h).uniform_(-bound, bound)
-            bias[h : 2 * h] += forget_bias
-            self.biases.append(nn.Parameter(bias))
+        self.cell: CoordinateLSTM | MLP = (
+            MLP(k, hidden_size, num_layers)
+            if cell == "mlp"
+            else CoordinateLSTM(k, hidden_size, num_layers, forget_bias)
+        )
         if parameterization == "nominal":
             # zero head: the untrained rule is exactly Adam (AdamW with weight_decay) at nominal_lr
             outputs = 3 if self.weight_decay > 0 else 2
-            self.head_weight = nn.Parameter(torch.zeros(outputs, h))
-            self.head_bias = nn.Parameter(torch.zeros(outputs))
-            self.log_lr = nn.Parameter(torch.tensor(log_nominal_lr))
+            self.head = LinearHead(hidden_size, outputs, init="zero")
+            self.nominal = NominalStep(nominal_lr, max_log_scale, additive_scale)
             if self.weight_decay > 0:
-                self.log_wd = nn.Parameter(torch.tensor(math.log(self.weight_decay)))
+                self.decay = DecoupledWeightDecay(self.weight_decay, max_log_scale)
         else:
-            self.head_weight = nn.Parameter(torch.empty(1, h).uniform_(-bound, bound))
-            self.head_bias = nn.Parameter(torch.zeros(1))
+            self.head = LinearHead(hidden_size, 1, init="uniform")
+            self.scale = OutputScale(output_scale)
+        self.register_state_dict_post_hook(_to_legacy)
+        self.register_load_state_dict_pre_hook(_from_legacy)
+
+    # the flat names of the rule's tensors, as before it was built from parts
+    @property
+    def preprocess(self) -> Preprocessor:
+        """The gradient preprocessor (the paper's log-and-sign by default)."""
+        return self.pre.preprocess
+
+    @property
+    def weights(self) -> nn.ParameterList:
+        """The cell's weight matrices, one per layer."""
+        return self.cell.weights
+
+    @property
+    def biases(self) -> nn.ParameterList:
+        """The cell's biases, one per layer."""
+        return self.cell.biases
+
+    @property
+    def head_weight(self) -> nn.Parameter:
+        return self.head.weight
+
+    @property
+    def head_bias(self) -> nn.Parameter:
+        return self.head.bias
+
+    @property
+    def log_lr(self) -> nn.Parameter:
+        """Learned log step size of the nominal step (``parameterization="nominal"``)."""
+        return self.nominal.log_lr
+
+    @property
+    def log_wd(self) -> nn.Parameter:
+        """Learned log weight decay (``weight_decay > 0``)."""
+        return self.decay.log_wd
 
     @property
     def in_features(self) -> int:
@@ -229,25 +295,21 @@ class LSTMRule(UpdateRule):
         shape = (flat.shape[0], self.num_layers, self.hidden_size)
         dtype = self.state_dtype(flat.dtype)
         state: State = {}
-        if self.cell == "lstm":
-            state["h"] = torch.zeros(shape, dtype=dtype, device=flat.device)
-            state["c"] = torch.zeros(shape, dtype=dtype, device=flat.device)
+        if self.cell_kind == "lstm":
+            state.update(self.cell.init_state(shape[0], dtype, flat.device))
         if self.features is not None:
             state.update(self.features.init_state(flat, dtype))
         return state
 
     def state_floats_per_coordinate(self) -> int:
         """Floats of optimizer state per coordinate (times the state dtype's size: bytes)."""
-        lstm = 2 * self.num_layers * self.hidden_size if self.cell == "lstm" else 0
+        lstm = self.cell.state_floats
         return lstm + (self.features.state_floats if self.features is not None else 0)
 
     def forward(
         self, grad: Tensor, state: State, *, param: Tensor | None = None, step: int
     ) -> tuple[Tensor, State]:
-        if self.features is None and self.cell == "lstm":
-            return self._forward_paper(grad, state)
         compute = grad.dtype if grad.dtype == torch.float64 else torch.float32
-        assert self.features is not None or self.cell == "mlp"
         new_state: State = {}
         normalized = None
         if self.features is not None:
@@ -259,63 +321,23 @@ class LSTMRule(UpdateRule):
             )
             new_state.update(fstate)
         else:
-            x = self.preprocess(grad.to(compute))
-        if self.cell == "lstm":
-            x, lstm_state = self._lstm(x, state, compute)
+            x = self.pre(grad.to(compute))
+        if isinstance(self.cell, CoordinateLSTM):
+            x, lstm_state = self.cell(x, state, compute)
             new_state.update(lstm_state)
         else:
-            for layer in range(self.num_layers):
-                w = self.weights[layer].to(compute)
-                x = torch.addmm(self.biases[layer].to(compute), x, w.t()).relu()
-        out = torch.addmm(self.head_bias.to(compute), x, self.head_weight.to(compute).t())
+            x = self.cell(x, compute)
+        out = self.head(x, compute)
         if self.parameterization == "nominal":
             assert normalized is not None
             d = normalized[:, self._nominal_index]
-            scale = torch.exp(self.max_log_scale * torch.tanh(out[:, 0]))
-            direction = torch.addcmul(self.additive_scale * torch.tanh(out[:, 1]), d, scale)
+            direction = self.nominal.direction(d, out[:, 0], out[:, 1])
             if self.weight_decay > 0:
-                if param is None:
-                    raise ValueError(
-                        "this rule has a learned weight decay and needs param= (the flat "
-                        "parameter values); LearnedOptimizer and unroll pass it"
-                    )
-                decay = torch.exp(
-                    self.log_wd.to(compute) + self.max_log_scale * torch.tanh(out[:, 2])
-                )
-                direction = torch.addcmul(direction, decay, param.to(compute))
-            update = -torch.exp(self.log_lr.to(compute)) * direction
+                direction = self.decay(direction, param, out[:, 2])
+            update = self.nominal(direction)
         else:
-            update = out.squeeze(-1) * self.output_scale
+            update = self.scale(out)
         return update.to(grad.dtype), new_state
-
-    def _lstm(self, x: Tensor, state: State, compute: torch.dtype) -> tuple[Tensor, State]:
-        """The stacked LSTM on inputs ``x [n, k]``: top hidden state ``[n, H]`` and new h/c.
-
-        Each layer is :func:`optizoo.rules.fused_lstm.lstm_layer`: one matrix product gives all
-        four gates of every coordinate; the cell-candidate rows are pre-scaled by 2 so a single
-        sigmoid serves all gates (tanh(z) = 2 sigmoid(2z) - 1), and the backward is hand-written.
-        """
-        h_prev = state["h"].to(compute).unbind(1)
-        c_prev = state["c"].to(compute).unbind(1)
-        hs, cs = [], []
-        for layer in range(self.num_layers):
-            w, b = self._fused(layer, compute)
-            x, c = lstm_layer(x, h_prev[layer], c_prev[layer], w, b)
-            hs.append(x)
-            cs.append(c)
-        sdt = state["h"].dtype
-        return x, {"h": torch.stack(hs, 1).to(sdt), "c": torch.stack(cs, 1).to(sdt)}
-
-    def _forward_paper(self, grad: Tensor, state: State) -> tuple[Tensor, State]:
-        """The paper's rule (default options): preprocessed gradient → LSTM → scaled head."""
-        compute = grad.dtype if grad.dtype == torch.float64 else torch.float32
-        top, new_state = self._lstm(self.preprocess(grad.to(compute)), state, compute)
-        out = torch.addmm(self.head_bias.to(compute), top, self.head_weight.to(compute).t())
-        return (out.squeeze(-1) * self.output_scale).to(grad.dtype), new_state
-
-    def _fused(self, layer: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """Layer weights in ``dtype``, packed for the fused cell (cell-candidate rows x 2)."""
-        return pack_weights(self.weights[layer].to(dtype), self.biases[layer].to(dtype))
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments; the options beyond the paper appear only when set, so the
@@ -331,8 +353,8 @@ class LSTMRule(UpdateRule):
         }
         if self.features is not None:
             cfg["features"] = self.features.config()
-        if self.cell != "lstm":
-            cfg["cell"] = self.cell
+        if self.cell_kind != "lstm":
+            cfg["cell"] = self.cell_kind
         if self.parameterization != "direct":
             cfg.update(
                 parameterization=self.parameterization,
@@ -349,12 +371,4 @@ class LSTMRule(UpdateRule):
         """Multiply-add FLOPs per coordinate per step (2 per MAC) of the network's matrix
         products (gates or MLP layers, and the head), for benchmarks. The features' and the
         nominal step's element-wise work (a few dozen FLOPs) is not counted."""
-        h, k = self.hidden_size, self.in_features
-        total = 0
-        for layer in range(self.num_layers):
-            if self.cell == "mlp":
-                total += 2 * h * (k if layer == 0 else h)
-            else:
-                fan_in = (k if layer == 0 else h) + h
-                total += 2 * 4 * h * fan_in
-        return total + 2 * h * int(self.head_weight.shape[0])
+        return self.cell.flops_per_row() + self.head.flops_per_row()

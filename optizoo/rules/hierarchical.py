@@ -1,0 +1,261 @@
+"""A hierarchical learned rule: a per-tensor LSTM steering a cheap coordinate-wise update.
+
+Built from :mod:`optizoo.rules.parts` for generalization and cost (issue 15). Per coordinate it
+keeps only momenta at ``K`` decays and a second moment (``K + 1`` floats: 12 bytes in float32 with
+the default ``K = 2``) and computes ``K + 1`` Adam-normalized directions
+(:class:`~optizoo.rules.parts.Moments`)::
+
+    d_k = m̂_k / (√v̂ + ε)  (momentum at betas[k]),   d_K = g / (√v̂ + ε)
+
+Per tensor, scale-free statistics (:class:`~optizoo.rules.parts.TensorStats`: gradient/momentum
+cosine, direction and parameter RMS, gradient trend, training progress, tensor kind) feed a small
+:class:`~optizoo.rules.parts.TensorLSTM` (VeLO; Wichrowska et al. 2017) whose hidden state lives on
+the parameters' device, one row per tensor; a zero-initialised
+:class:`~optizoo.rules.parts.LinearHead` maps it to per-tensor coefficients ``o``::
+
+    lr_T = exp(log_lr + s_max · tanh o₀)          per-tensor step size
+    wd_T = exp(log_wd + s_max · tanh o₁)          per-tensor decoupled weight decay
+    w_T  = e₀ + mix_scale · tanh(o₂…)              mixing weights over the K + 1 directions
+    update_i = −lr_T · (Σ_k w_{T,k} · d_{k,i} / r_{T,k} + wd_T · θ_i)
+
+with ``r_{T,k} = 1`` or, with ``normalize=True``, the RMS of direction ``k`` over the tensor
+(per-tensor RMS normalization, Celo2). Untrained (zero head) and ``normalize=False`` the rule is
+exactly ``torch.optim.AdamW(lr=nominal_lr, betas=(betas[0], beta2), weight_decay=weight_decay)``:
+the learned part corrects a sound hand-designed rule. ``orthogonalize=True`` applies Muon's
+Newton–Schulz orthogonalization (:class:`~optizoo.rules.parts.NewtonSchulz`) to each matrix's mixed
+direction (costly: see ``docs/benchmarks.md``).
+
+The per-coordinate work is a few element-wise passes; the LSTM runs on ``T`` rows (the number of
+tensors), so the cost is close to Adam's. The rule is per-tensor: callers pass
+``segments=Segments(shapes)`` (``LearnedOptimizer`` and ``unroll`` do).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from optizoo.rules.base import State, UpdateRule
+from optizoo.rules.parts import (
+    LinearHead,
+    Moments,
+    NewtonSchulz,
+    RMSNormalize,
+    Segments,
+    TensorLSTM,
+    TensorStats,
+)
+
+__all__ = ["HierarchicalRule"]
+
+_STATE_DTYPES = {"float32": torch.float32, "auto": None}
+
+
+def _positive(value: Any, name: str) -> float:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _combine(vectors: list[Tensor], coef: Tensor, segments: Segments) -> Tensor:
+    """``Σ_k coef[T(i), k] · vectors[k][i]``: per-tensor coefficients ``[T, K]`` times
+    per-coordinate vectors (each ``[n]``).
+
+    Three equivalent paths: under autograd a loop over tensors (differentiable, no index
+    tensors); without autograd on the CPU, the coefficients as Python numbers written straight
+    into one buffer (fewest passes; ``tolist`` is free on a CPU); elsewhere one broadcast of the
+    coefficients (no host synchronisation).
+    """
+    if len(segments) == 1:
+        rows = coef[0]
+        out = vectors[0] * rows[0]
+        for k in range(1, len(vectors)):
+            out = out.addcmul(vectors[k], rows[k])
+        return out
+    pieces = [segments.split(v) for v in vectors]
+    if torch.is_grad_enabled():
+        cols = coef.unbind(0)
+        outs = []
+        for i, c in enumerate(cols):
+            out = pieces[0][i] * c[0]
+            for k in range(1, len(vectors)):
+                out = out.addcmul(pieces[k][i], c[k])
+            outs.append(out)
+        return torch.cat(outs)
+    if coef.device.type == "cpu":
+        out = torch.empty_like(vectors[0])
+        views = segments.split(out)
+        for i, c in enumerate(coef.tolist()):
+            torch.mul(pieces[0][i], c[0], out=views[i])
+            for k in range(1, len(vectors)):
+                views[i].add_(pieces[k][i], alpha=c[k])
+        return out
+    e = segments.expand_rows(coef.t())
+    out = vectors[0] * e[0]
+    for k in range(1, len(vectors)):
+        out = out.addcmul_(vectors[k], e[k])
+    return out
+
+
+class HierarchicalRule(UpdateRule):
+    """Per-tensor LSTM over per-tensor statistics steering an Adam-like coordinate-wise update.
+
+    Args:
+        betas: momentum decays (``betas[0]`` is the nominal Adam direction's β₁).
+        beta2: second-moment decay. eps: Adam's ε.
+        hidden_size, num_layers: the per-tensor LSTM.
+        progress: time constants of the progress inputs ``tanh(t / T)``.
+        nominal_lr: initial learned step size (the untrained rule's AdamW lr).
+        weight_decay: initial learned decoupled weight decay (AdamW's; > 0).
+        normalize: divide each direction by its per-tensor RMS.
+        orthogonalize: Newton–Schulz-orthogonalize each matrix's mixed direction.
+        max_log_scale: bound ``s_max`` of the per-tensor log step size and log decay corrections.
+        mix_scale: bound of the mixing-weight corrections.
+        state_dtype: ``"auto"`` (float64 for float64 parameters, float32 otherwise) or
+            ``"float32"``.
+    """
+
+    rule_name = "hierarchical"
+    per_tensor = True
+    needs_param = True
+    tensor_state_keys = ("tensor_h", "tensor_c", "tensor_lg")  # one row per tensor
+    preferred_chunk = 1 << 24
+
+    def __init__(
+        self,
+        betas: Sequence[float] = (0.9, 0.99),
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        *,
+        hidden_size: int = 16,
+        num_layers: int = 1,
+        progress: Sequence[float] = (30.0, 300.0, 3000.0),
+        nominal_lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        normalize: bool = False,
+        orthogonalize: bool = False,
+        max_log_scale: float = 2.0,
+        mix_scale: float = 1.0,
+        state_dtype: str = "auto",
+    ) -> None:
+        super().__init__()
+        if state_dtype not in _STATE_DTYPES:
+            raise ValueError(
+                f"state_dtype must be one of {sorted(_STATE_DTYPES)}, got {state_dtype!r}"
+            )
+        self.moments = Moments(betas, beta2, eps)
+        self.stats = TensorStats(progress)
+        self.cell = TensorLSTM(self.stats.out_features, hidden_size, num_layers)
+        k = self.moments.out_features
+        self.head = LinearHead(hidden_size, 2 + k, init="zero")
+        self.nominal_lr = _positive(nominal_lr, "nominal_lr")
+        self.weight_decay = _positive(weight_decay, "weight_decay")
+        self.max_log_scale = _positive(max_log_scale, "max_log_scale")
+        self.mix_scale = _positive(mix_scale, "mix_scale")
+        self.log_lr = nn.Parameter(torch.tensor(math.log(self.nominal_lr)))
+        self.log_wd = nn.Parameter(torch.tensor(math.log(self.weight_decay)))
+        self.normalize = bool(normalize)
+        self.orthogonalize = bool(orthogonalize)
+        self.rms = RMSNormalize() if self.normalize else None
+        self.ns = NewtonSchulz() if self.orthogonalize else None
+        self.state_dtype_name = state_dtype
+
+    def state_dtype(self, param_dtype: torch.dtype) -> torch.dtype:
+        fixed = _STATE_DTYPES[self.state_dtype_name]
+        return fixed if fixed is not None else super().state_dtype(param_dtype)
+
+    def state_floats_per_coordinate(self) -> int:
+        """Floats of per-coordinate state (the per-tensor state is a few dozen floats a tensor)."""
+        return self.moments.state_floats
+
+    def init_state(self, flat: Tensor, *, segments: Segments | None = None) -> State:
+        segments = segments or Segments.single(flat.shape[0])
+        segments.check(flat)
+        dtype = self.state_dtype(flat.dtype)
+        state = self.moments.init_state(flat, dtype)
+        state.update(self.cell.init_state(len(segments), dtype, flat.device))
+        state.update(self.stats.init_state(len(segments), dtype, flat.device))
+        return state
+
+    def coefficients(self, out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-tensor ``(lr [T], wd [T], mixing weights [T, K + 1])`` from head outputs."""
+        s = self.max_log_scale
+        lr = torch.exp(self.log_lr.to(out.dtype) + s * torch.tanh(out[:, 0]))
+        wd = torch.exp(self.log_wd.to(out.dtype) + s * torch.tanh(out[:, 1]))
+        mix = self.mix_scale * torch.tanh(out[:, 2:])
+        nominal = torch.zeros_like(mix[:1])
+        nominal[0, 0] = 1.0
+        return lr, wd, mix + nominal
+
+    def forward(
+        self,
+        grad: Tensor,
+        state: State,
+        *,
+        param: Tensor | None = None,
+        step: int,
+        segments: Segments | None = None,
+    ) -> tuple[Tensor, State]:
+        if param is None:
+            raise ValueError(
+                "HierarchicalRule needs param= (the flat parameter values) for its weight decay "
+                "and statistics; LearnedOptimizer and unroll pass it"
+            )
+        segments = segments or Segments.single(grad.shape[0])
+        segments.check(grad)
+        compute = grad.dtype if grad.dtype == torch.float64 else torch.float32
+        g = grad.to(compute)
+        theta = param.to(compute)
+        d, scales, new_state = self.moments.raw(g, state, step)  # d_k · scales[k]: directions
+        x, stats_state = self.stats(
+            segments,
+            state,
+            grad=g,
+            momentum=new_state["m0"].to(compute),
+            direction=d[0],
+            param=theta,
+            step=step,
+            direction_scale=scales[0],
+        )
+        new_state.update(stats_state)
+        top, cell_state = self.cell(x, state, compute)
+        new_state.update(cell_state)
+        lr, wd, mix = self.coefficients(self.head(top, compute))  # [T], [T], [T, K+1]
+        mix = mix * torch.tensor(scales, dtype=compute, device=mix.device)
+        if self.rms is not None:
+            # RMS of the raw directions: the bias corrections cancel in d_k / rms(d_k)
+            inv = torch.stack([self.rms.inverse_rms(dk, segments) for dk in d], dim=1)
+            inv = inv / torch.tensor(scales, dtype=compute, device=mix.device)
+            mix = mix * inv
+        if self.ns is None:  # −lr_T · (Σ_k w_Tk d_k + wd_T θ)
+            coef = torch.cat([mix * lr.unsqueeze(1), (lr * wd).unsqueeze(1)], dim=1).neg()
+            update = _combine([*d, theta], coef, segments)
+        else:
+            direction = self.ns(_combine(d, mix, segments), segments)
+            coef = torch.stack([lr, lr * wd], dim=1).neg()
+            update = _combine([direction, theta], coef, segments)
+        return update.to(grad.dtype), new_state
+
+    def config(self) -> dict[str, Any]:
+        """The composition: every part's options (rebuilds the same architecture)."""
+        return {
+            **self.moments.config(),
+            "hidden_size": self.cell.hidden_size,
+            "num_layers": self.cell.num_layers,
+            "progress": list(self.stats.progress),
+            "nominal_lr": self.nominal_lr,
+            "weight_decay": self.weight_decay,
+            "normalize": self.normalize,
+            "orthogonalize": self.orthogonalize,
+            "max_log_scale": self.max_log_scale,
+            "mix_scale": self.mix_scale,
+            "state_dtype": self.state_dtype_name,
+        }
+
+    def flops_per_coordinate(self) -> int:
+        """The per-coordinate work is element-wise (no matrix products): 0 matmul FLOPs."""
+        return 0
