@@ -1,8 +1,8 @@
 """Run one optimizer on a list of seeded problems and record its loss curves.
 
 Problem ``i`` is ``task.sample(torch.Generator().manual_seed(seeds[i]))``, so every optimizer
-run on the same seeds sees the same problems (and minibatches). :func:`problem_seeds` derives
-the evaluation and tuning seed streams from one run seed.
+run on the same seeds sees the same problems (and minibatches). The evaluation and tuning seeds
+come from :func:`optizoo.seeds.problem_seeds` (streams ``"eval"`` and ``"tune"``).
 """
 
 from __future__ import annotations
@@ -18,44 +18,10 @@ from torch import Tensor, nn
 
 from optizoo.compare.records import Trajectories
 from optizoo.compare.specs import OptimizerFactory
+from optizoo.seeds import problem_seeds  # re-exported: the seed streams live in optizoo.seeds
 from optizoo.tasks.base import Problem, Task, instance_count
 
 __all__ = ["num_threads", "problem_seeds", "resolve_task", "run_trajectories"]
-
-_STREAMS = {"eval": 0, "tune": 1}
-
-
-def problem_seeds(
-    seed: int, n: int, stream: str = "eval", *, exclude: Iterable[int] = ()
-) -> list[int]:
-    """``n`` problem seeds for run seed ``seed`` from the named ``stream`` (``"eval"``/``"tune"``).
-
-    Seeds are 32-bit words from ``numpy.random.SeedSequence(seed, spawn_key=(stream_id,))``, so the
-    evaluation and tuning streams are independent and reproducible; values in ``exclude`` (and
-    repeats) are skipped so that the streams never share a problem.
-    """
-    if stream not in _STREAMS:
-        raise ValueError(f"unknown seed stream {stream!r}; expected one of {sorted(_STREAMS)}")
-    if not (isinstance(seed, int) and seed >= 0):
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if not (isinstance(n, int) and n >= 0):
-        raise ValueError(f"number of problems must be a non-negative int, got {n!r}")
-    banned = set(exclude)
-    out: list[int] = []
-    extra = 0
-    while len(out) < n:
-        words = np.random.SeedSequence(seed, spawn_key=(_STREAMS[stream],)).generate_state(
-            n + extra + 8
-        )
-        out = []
-        for w in words.tolist():
-            if w not in banned and w not in out:
-                out.append(int(w))
-            if len(out) == n:
-                break
-        extra += 8
-    return out
-
 
 def resolve_task(task: str | Task, task_args: Mapping[str, Any] | None = None) -> Task:
     """A :class:`Task` from a registry name (with ``task_args``) or an instance (no args)."""

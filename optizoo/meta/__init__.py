@@ -12,8 +12,9 @@ from __future__ import annotations
 from optizoo.meta.checkpoint import CheckpointError
 from optizoo.meta.config import MetaConfig
 from optizoo.meta.plots import learning_curve
-from optizoo.meta.trainer import MetaTrainer, problem_seeds
+from optizoo.meta.trainer import MetaTrainer
 from optizoo.meta.unroll import Layout, UnrollResult, rollout, unroll
+from optizoo.seeds import problem_seeds
 
 __all__ = [
     "CheckpointError",

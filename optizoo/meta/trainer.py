@@ -40,7 +40,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -51,30 +50,14 @@ from optizoo.meta.config import MetaConfig
 from optizoo.meta.plots import learning_curve
 from optizoo.meta.unroll import Layout, rollout, unroll_flat
 from optizoo.rules.base import State, UpdateRule, rule_kwargs
+from optizoo.seeds import problem_seeds
 from optizoo.tasks import task_config
 from optizoo.tasks.base import Problem, Task, per_instance_scale
 
 __all__ = ["MetaConfig", "MetaTrainer", "learning_curve", "problem_seeds"]
 
-#: spawn-key tag of the meta-trainer's seed streams (distinct from optizoo.compare's streams, so
-#: held-out problems here are never the problems an evaluation report is computed on)
-_SEED_TAG = 0x6F7A6D74
-_STREAMS = {"train": 0, "validation": 1}
 #: redraw the learning curve at an evaluation at most this often (drawing costs ~0.3 s)
 _PLOT_INTERVAL_S = 60.0
-
-
-def problem_seeds(seed: int, stream: str, count: int, episode: int = 0) -> list[int]:
-    """``count`` 63-bit problem seeds of ``stream`` (``"train"``/``"validation"``) for ``episode``.
-
-    Derived from ``numpy.random.SeedSequence(seed, spawn_key=(tag, stream, episode))``: the
-    streams are independent, and problem ``j`` of an episode is the same whatever the number of
-    processes (rank ``r`` of ``R`` takes a contiguous block of ``count / R`` of them).
-    """
-    if stream not in _STREAMS:
-        raise ValueError(f"unknown seed stream {stream!r}; expected one of {sorted(_STREAMS)}")
-    ss = np.random.SeedSequence(int(seed), spawn_key=(_SEED_TAG, _STREAMS[stream], int(episode)))
-    return [int(w) >> 1 for w in ss.generate_state(count, dtype=np.uint64)]
 
 
 def _meta_param_groups(rule: nn.Module, config: MetaConfig) -> list[dict[str, Any]]:
@@ -343,7 +326,9 @@ class MetaTrainer:
     def _episode_problems(self, episode: int) -> list[Problem]:
         if episode != self._problems_episode:
             share = self.config.problems_per_step // self.world_size
-            seeds = problem_seeds(self.config.seed, "train", self.config.problems_per_step, episode)
+            seeds = problem_seeds(
+                self.config.seed, self.config.problems_per_step, "train", episode=episode
+            )
             self._problems = self._sample(seeds[self.rank * share : (self.rank + 1) * share])
             self._problems_episode = episode
             self._layout = None
@@ -363,7 +348,7 @@ class MetaTrainer:
     def eval_set(self) -> list[Problem]:
         """The held-out problems (validation seed stream), sampled once."""
         if self._eval_set is None:
-            seeds = problem_seeds(self.config.seed, "validation", self.config.eval_problems)
+            seeds = problem_seeds(self.config.seed, self.config.eval_problems, "validation")
             self._eval_set = self._sample(seeds)
         return self._eval_set
 

@@ -71,7 +71,7 @@ def test_problem_seeds_are_reproducible_and_streams_disjoint() -> None:
         not in (problem_seeds(0, 3, "tune")[:1])
     )
     with pytest.raises(ValueError, match="stream"):
-        problem_seeds(0, 3, "train")
+        problem_seeds(0, 3, "bogus")
 
 
 def test_parse_spec_grammar(tmp_path: Path) -> None:

@@ -114,7 +114,7 @@ def test_best_rule_is_selected_on_held_out_problems_and_saved(tmp_path):
     # the torch.optim adapter on the held-out problems (real Parameters, .backward())
     from optizoo.optim import LearnedOptimizer
 
-    seeds = problem_seeds(0, "validation", 2)
+    seeds = problem_seeds(0, 2, "validation")
     task = optizoo.tasks.get("quadratic", **SMALL)
     total = 0.0
     for s in seeds:
@@ -128,7 +128,7 @@ def test_best_rule_is_selected_on_held_out_problems_and_saved(tmp_path):
             total += problem.loss({"theta": theta}, t + 1).item() / problem.num_instances
     assert total / len(seeds) == pytest.approx(best["objective"], rel=1e-5)  # float32 sums
 
-    train_seeds = {s for e in range(3) for s in problem_seeds(0, "train", 1, e)}
+    train_seeds = {s for e in range(3) for s in problem_seeds(0, 1, "train", episode=e)}
     assert not train_seeds & set(seeds)
 
 
