@@ -20,8 +20,13 @@ from optizoo.compare.records import Trajectories
 from optizoo.compare.specs import OptimizerFactory
 from optizoo.seeds import problem_seeds  # re-exported: the seed streams live in optizoo.seeds
 from optizoo.tasks.base import Problem, Task, instance_count
+from optizoo.tasks.divergence import run_until_divergence
 
 __all__ = ["num_threads", "problem_seeds", "resolve_task", "run_trajectories"]
+
+#: steps between divergence checks of a run (a diverged run stops within this many steps)
+_CHECK_EVERY = 32
+
 
 def resolve_task(task: str | Task, task_args: Mapping[str, Any] | None = None) -> Task:
     """A :class:`Task` from a registry name (with ``task_args``) or an instance (no args)."""
@@ -73,7 +78,6 @@ def run_trajectories(
     if not (isinstance(steps, int) and steps >= 1):
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     tsteps = _check_steps(test_steps, steps)
-    t_index = {s: i for i, s in enumerate(tsteps)}
     n = len(seeds)
     train = np.full((n, steps + 1), np.inf)
     test = np.full((n, len(tsteps)), np.inf) if tsteps else None
@@ -81,45 +85,63 @@ def run_trajectories(
     start = time.perf_counter()
     for i, seed in enumerate(seeds):
         problem: Problem = task.sample(torch.Generator().manual_seed(int(seed)), device)
-        params = {k: nn.Parameter(v.detach().clone()) for k, v in problem.params().items()}
-        opt = factory(list(params.values()))
-        scale = 1.0 / instance_count(problem)
-        losses: list[Tensor] = []
-        for t in range(steps + 1):
-            if has_test and t in t_index:
-                with torch.no_grad():
-                    value = problem.eval_loss(params)
-                if value is None:
-                    if i == 0 and t == tsteps[0]:
-                        has_test, test = False, None
-                else:
-                    assert test is not None
-                    test[i, t_index[t]] = float(value) * scale
-            if t == steps:
-                with torch.no_grad():
-                    losses.append(problem.loss(params, t).detach())
-                break
-            opt.zero_grad(set_to_none=True)
-            loss = problem.loss(params, t)
-            loss.backward()
-            losses.append(loss.detach())
-            if (t + 1) % 32 == 0 and not bool(torch.isfinite(torch.stack(losses[-32:])).all()):
-                break  # diverged: the remaining entries stay inf
-            opt.step()
-        curve = torch.stack(losses).to("cpu", torch.float64).numpy() * scale
-        bad = np.flatnonzero(~np.isfinite(curve))
-        first_bad = int(bad[0]) if bad.size else None  # a stopped run always has one
-        train[i, : curve.size if first_bad is None else first_bad] = curve[:first_bad]
-        if test is not None:
-            row = np.where(np.isfinite(test[i]), test[i], np.inf)
-            if first_bad is not None:
-                row[[j for j, s in enumerate(tsteps) if s >= first_bad]] = np.inf
+        curve, row = _run_problem(
+            problem, factory, steps, tsteps if has_test else [], probe=(i == 0)
+        )
+        train[i] = curve
+        if i == 0 and has_test and row is None:  # the task has no test split
+            has_test, test = False, None
+        if test is not None and row is not None:
+            bad = np.flatnonzero(~np.isfinite(curve))
+            if bad.size:  # measured after the divergence: not a result
+                row[[j for j, s in enumerate(tsteps) if s >= int(bad[0])]] = np.inf
             test[i] = row
         if progress is not None:
             progress.update(1)
     return Trajectories(
         train, test, tsteps if test is not None else [], time.perf_counter() - start
     )
+
+
+def _run_problem(
+    problem: Problem,
+    factory: OptimizerFactory,
+    steps: int,
+    tsteps: list[int],
+    *,
+    probe: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One run of :func:`run_trajectories`: the per-instance loss curve ``[steps + 1]`` and the
+    test losses at ``tsteps`` (``inf`` where not measured). With ``probe``, ``None`` instead of
+    the test losses when ``eval_loss`` says the task has no test split at the first test step."""
+    params = {k: nn.Parameter(v.detach().clone()) for k, v in problem.params().items()}
+    opt = factory(list(params.values()))
+    scale = 1.0 / instance_count(problem)
+    t_index = {s: j for j, s in enumerate(tsteps)}
+    test = np.full(len(tsteps), np.inf)
+    measuring, no_split = bool(tsteps), False
+
+    def loss_at(t: int) -> Tensor:
+        nonlocal measuring, no_split
+        if measuring and t in t_index:
+            with torch.no_grad():
+                value = problem.eval_loss(params)
+            if value is None:
+                if probe and t == tsteps[0]:
+                    measuring, no_split = False, True
+            else:
+                test[t_index[t]] = float(value) * scale
+        if t == steps:
+            with torch.no_grad():
+                return problem.loss(params, t).detach()
+        opt.zero_grad(set_to_none=True)
+        loss = problem.loss(params, t)
+        loss.backward()
+        return loss.detach()
+
+    curve = run_until_divergence(loss_at, lambda t: opt.step(), steps, check_every=_CHECK_EVERY)
+    test = np.where(np.isfinite(test), test, np.inf)
+    return curve.numpy() * scale, None if no_split else test
 
 
 @contextmanager

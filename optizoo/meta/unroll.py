@@ -25,7 +25,6 @@ constants (``∂∇f/∂φ = 0``), so no second derivatives of the optimizee are
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -35,6 +34,7 @@ from torch import Tensor
 from optizoo.meta.batched import StackedLoss, stacked_loss
 from optizoo.rules.base import State, UpdateRule, rule_kwargs
 from optizoo.tasks.base import Problem, per_instance_scale
+from optizoo.tasks.divergence import run_until_divergence
 
 __all__ = ["Layout", "UnrollResult", "rollout", "unroll"]
 
@@ -336,26 +336,21 @@ def rollout(
     kw = rule_kwargs(rule, lambda: layout.segments)
     with torch.no_grad():
         state = rule.init_state(flat, **kw)
-    rows: list[Tensor] = []
-    for t in range(steps + 1):
+    grad: Tensor | None = None
+
+    def loss_at(t: int) -> Tensor:
+        nonlocal grad
         with torch.enable_grad():
             x = flat.detach().requires_grad_(True)
             total, per = _losses(problems, layout, x, t, stacked)
-            rows.append(per.detach())
-            if t == steps:
-                break
-            g = _flat_grad(total, x, create_graph=False, retain_graph=False)
+            if t < steps:
+                grad = _flat_grad(total, x, create_graph=False, retain_graph=False)
+        return per.detach()
+
+    def update(t: int) -> None:
+        nonlocal flat, state
         with torch.no_grad():
-            update, state = rule(g, state, param=flat if needs_param else None, step=t + 1, **kw)
-            flat = flat + update
-        if (t + 1) % check_every == 0 and not bool(
-            torch.isfinite(torch.stack(rows[-check_every:])).all()
-        ):
-            break
-    out = torch.stack(rows).to("cpu", torch.float64) * scale
-    full = torch.full((steps + 1, len(problems)), math.inf, dtype=torch.float64)
-    full[: out.shape[0]] = out
-    bad = ~torch.isfinite(full)
-    if bool(bad.any()):  # inf from the first non-finite value of each problem on
-        full[bad.cumsum(0) > 0] = math.inf
-    return full
+            step, state = rule(grad, state, param=flat if needs_param else None, step=t + 1, **kw)
+            flat = flat + step
+
+    return run_until_divergence(loss_at, update, steps, check_every=check_every) * scale
