@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "optizoo.cli.compare",
     "optizoo.cli.train",
     "optizoo.cli.zoo",
+    "optizoo.cli.publish",
 )
 
 

@@ -266,6 +266,16 @@ def run_evaluate(
     err = err if err is not None else sys.stderr
     try:
         _check_outputs(args)
+        common: dict[str, Any] = {  # the options both suites take the same way
+            "tasks": args.tasks,
+            "seeds": args.seeds,
+            "tune_seeds": args.tune_seeds,
+            "quick": args.quick,
+            "seed": args.seed,
+            "baselines": args.baselines,
+            "device": args.device,
+            "verbose": not args.quiet,
+        }
         if args.suite == "architectures":
             from optizoo.compare.suite import evaluate_architectures
 
@@ -276,34 +286,20 @@ def run_evaluate(
                 )
             report = evaluate_architectures(
                 args.optimizer,
-                tasks=args.tasks,
                 base=args.horizon,
                 multiples=(1, 3, 10) if args.multiples is None else args.multiples,
-                seeds=args.seeds,
-                tune_seeds=args.tune_seeds,
-                quick=args.quick,
-                seed=args.seed,
-                baselines=args.baselines,
-                device=args.device,
                 threads=1 if args.threads is None else args.threads,
-                verbose=not args.quiet,
+                **common,
             )
         else:
             report = evaluate(
                 args.optimizer,
                 args.horizon,
                 args.suite,
-                tasks=args.tasks,
-                seeds=args.seeds,
-                tune_seeds=args.tune_seeds,
                 multiples=args.multiples,
                 grid=args.grid,
-                quick=args.quick,
-                seed=args.seed,
-                device=args.device,
                 threads=args.threads,
-                verbose=not args.quiet,
-                baselines=args.baselines,
+                **common,
             )
         out.write(report.table())
         if args.plot:
