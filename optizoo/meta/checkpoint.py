@@ -14,11 +14,12 @@ import hashlib
 import json
 import os
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import Tensor
 
 from optizoo._io import (
     FolderLocked,
@@ -26,7 +27,10 @@ from optizoo._io import (
     folder_lock,
     remove_stale_temps,
 )
-from optizoo.errors import CheckpointError  # re-exported: its former home
+from optizoo.errors import CheckpointError  # re-exported (optizoo.meta.checkpoint.CheckpointError)
+
+if TYPE_CHECKING:
+    from optizoo.rules.base import UpdateRule
 
 __all__ = [
     "BEST_RULE_NAME",
@@ -39,6 +43,7 @@ __all__ = [
     "RUN_FILES",
     "CheckpointError",
     "atomic_write",
+    "checkpoint_payload",
     "load_checkpoint",
     "payload_sha256",
     "read_metrics",
@@ -73,6 +78,55 @@ _SCHEMA: dict[str, type | tuple[type, ...]] = {
     "best": dict,
     "rng": dict,
 }
+
+
+def checkpoint_payload(
+    *,
+    config: Mapping[str, Any],
+    rule: UpdateRule,
+    rule_state: Mapping[str, Tensor],
+    meta_step: int,
+    world_size: int,
+    meta_opt: dict[str, Any],
+    inner: dict[str, Any] | None,
+    best_metric: float,
+    best_step: int | None,
+    best_state: Mapping[str, Tensor] | None,
+    rng_state: Tensor,
+    metrics_rows: int,
+) -> dict[str, Any]:
+    """The dict a meta-training checkpoint holds (format :data:`CHECKPOINT_FORMAT`, keys of
+    ``_SCHEMA`` plus ``metrics_rows``), ready for :func:`save_checkpoint`.
+
+    Args:
+        config: :meth:`MetaConfig.to_dict` (stored as sorted JSON).
+        rule: the rule (its ``rule_name`` and ``config()``, stored as sorted JSON).
+        rule_state: the *training* weights (not the best ones), stored on the CPU.
+        meta_step: meta-steps done; ``world_size``: processes that wrote it.
+        meta_opt: the meta-optimizer's ``state_dict()``.
+        inner: the mid-episode state from :func:`optizoo.meta.distributed.gather_episode`.
+        best_metric, best_step, best_state: the held-out selection so far (``best_step``
+            ``None`` and ``best_state`` ``None`` before the first evaluation; stored as ``-1``).
+        rng_state: ``torch.get_rng_state()`` (uint8 tensor).
+        metrics_rows: rows of ``metrics.jsonl`` the checkpoint covers (a resume drops the rest).
+    """
+    return {
+        "config": json.dumps(dict(config), sort_keys=True),
+        "rule_name": rule.rule_name,
+        "rule_config": json.dumps(rule.config(), sort_keys=True),
+        "meta_step": meta_step,
+        "world_size": world_size,
+        "rule": {k: v.detach().cpu() for k, v in rule_state.items()},
+        "meta_opt": meta_opt,
+        "inner": inner,
+        "best": {
+            "metric": best_metric,
+            "meta_step": -1 if best_step is None else best_step,
+            "rule": None if best_state is None else {k: v.cpu() for k, v in best_state.items()},
+        },
+        "rng": {"torch": rng_state},
+        "metrics_rows": metrics_rows,
+    }
 
 
 def payload_sha256(payload: Any) -> str:

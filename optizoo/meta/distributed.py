@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -24,6 +25,7 @@ __all__ = [
     "average_gradients",
     "barrier",
     "broadcast_module",
+    "gather_episode",
     "init_from_env",
     "is_main",
     "local_device",
@@ -132,3 +134,41 @@ def barrier() -> None:
     """Wait for every rank (no-op at world size 1)."""
     if _active():
         dist.barrier()
+
+
+def gather_episode(
+    inner: tuple[Tensor, dict[str, Tensor], int] | None, episode: int, device: torch.device
+) -> dict[str, Any] | None:
+    """Every rank's mid-episode state, gathered for a checkpoint (collective: all ranks call it).
+
+    Args:
+        inner: this rank's ``(flat, state, t)``: the optimizee parameters ``[n]`` of its share of
+            the problems, the rule state (tensors ``[n, ...]``) and the episode step ``t``; or
+            ``None`` between episodes.
+        episode: the episode the parameters belong to.
+        device: this rank's device (for the agreement flags).
+
+    Returns:
+        ``{"t", "episode", "flat": [per rank, CPU], "state": [per rank {name: CPU tensor}]}``, or
+        ``None`` when the ranks are between episodes.
+
+    Raises:
+        RuntimeError: some ranks are mid-episode and others are not (a bug).
+    """
+    have = inner is not None
+    flags = all_gather(torch.full((1,), 1.0 if have else 0.0, device=device))
+    if not all(bool(f.item()) for f in flags):
+        if have and len(flags) > 1:
+            raise RuntimeError("ranks disagree on the episode state; this is a bug")
+        return None
+    assert inner is not None
+    flat, state, t = inner
+    return {
+        "t": t,
+        "episode": episode,
+        "flat": [x.cpu() for x in all_gather(flat)],
+        "state": [
+            {k: x.cpu() for k, x in zip(sorted(state), parts)}
+            for parts in zip(*(all_gather(state[k]) for k in sorted(state)))
+        ],
+    }

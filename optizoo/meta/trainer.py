@@ -139,6 +139,21 @@ class MetaTrainer:
     Under ``torch.distributed`` (e.g. ``torchrun``), each rank unrolls
     ``problems_per_step / world_size`` of the problems and meta-gradients are averaged; rank 0
     evaluates and writes files.
+
+    **Which weights the rule holds.** ``trainer.rule`` is the rule given, trained in place:
+
+    - while :meth:`fit` or :meth:`step` runs it holds the *training* weights (the ones the
+      meta-optimizer steps, saved in ``checkpoint.pt`` and ``final_rule.safetensors``);
+    - when ``fit(restore_best=True)`` (the default) returns it holds the *best* weights so far,
+      chosen on the held-out problems (:attr:`best_state`, ``best_rule.safetensors``; on every
+      rank), and the training weights are kept aside (:meth:`training_state_dict`). With
+      ``restore_best=False``, or before any finite evaluation, it keeps the training weights;
+    - the next :meth:`fit` or :meth:`step` puts the training weights back first and continues
+      from them, so ``fit(a); fit(b)`` trains exactly as ``fit(a + b)`` and as
+      :meth:`resume` from the checkpoint. If the rule's weights were changed in between, that
+      change would be lost: :meth:`fit`/:meth:`step` raise ``ValueError`` instead.
+
+    :meth:`best_rule` returns a copy with the best weights at any time.
     """
 
     def __init__(
@@ -210,7 +225,8 @@ class MetaTrainer:
         self.best_step: int | None = None
         self.history: list[dict[str, Any]] = []
         self._best_state: dict[str, Tensor] | None = None
-        self._training_state: dict[str, Tensor] | None = None  # stashed while best is loaded
+        self._training_state: dict[str, Tensor] | None = None  # kept aside while best is loaded
+        self._left_in_rule: dict[str, Tensor] | None = None  # what fit() loaded into the rule
         self._problems: list[Problem] = []
         self._problems_episode = -1
         self._layout: Layout | None = None
@@ -355,9 +371,22 @@ class MetaTrainer:
     # ------------------------------------------------------------------ one meta-step
 
     def _ensure_training_weights(self) -> None:
-        if self._training_state is not None:
-            self.rule.load_state_dict(self._training_state)
-            self._training_state = None
+        """Put the training weights back into the rule (after ``fit`` left the best ones)."""
+        if self._training_state is None:
+            return
+        left = self._left_in_rule or {}
+        current = self.rule.state_dict()
+        if current.keys() != left.keys() or not all(torch.equal(current[k], left[k]) for k in left):
+            raise ValueError(
+                "the rule's weights changed after fit() left the best weights in it; training "
+                "continues from the training weights (trainer.training_state_dict()) and would "
+                "discard that change. To continue this run, put the best weights back "
+                "(rule.load_state_dict(trainer.best_state)); to train other weights, start a new "
+                "MetaTrainer with them"
+            )
+        self.rule.load_state_dict(self._training_state)
+        self._training_state = None
+        self._left_in_rule = None
 
     def step(self) -> dict[str, Any]:
         """One meta-step (one truncation); returns its metrics row."""
@@ -511,58 +540,30 @@ class MetaTrainer:
             description=f"{rule.rule_name} rule meta-trained on {self.config.task} by optizoo.MetaTrainer",
         )
 
-    def _inner_payload(self) -> dict[str, Any] | None:
-        if self._inner is None:
-            flags = ddp.all_gather(torch.zeros(1, device=self.device))
-            have = False
-        else:
-            flags = ddp.all_gather(torch.ones(1, device=self.device))
-            have = True
-        if not all(bool(f.item()) for f in flags):
-            if have and self.world_size > 1:
-                raise RuntimeError("ranks disagree on the episode state; this is a bug")
-            return None
-        flat, state, t = self._inner  # type: ignore[misc]
-        return {
-            "t": t,
-            "episode": self._problems_episode,
-            "flat": [x.cpu() for x in ddp.all_gather(flat)],
-            "state": [
-                {k: x.cpu() for k, x in zip(sorted(state), parts)}
-                for parts in zip(*(ddp.all_gather(state[k]) for k in sorted(state)))
-            ],
-        }
-
     def save_checkpoint(self) -> Path | None:
         """Write ``out_dir/checkpoint.pt`` (collective under torch.distributed; rank 0 writes)."""
         if self.out_dir is None:
             return None
-        inner = self._inner_payload()
+        inner = ddp.gather_episode(self._inner, self._problems_episode, self.device)
         if self.rank != 0:
             return None
         training = (
             self._training_state if self._training_state is not None else self.rule.state_dict()
         )
-        payload = {
-            "config": json.dumps(self.config.to_dict(), sort_keys=True),
-            "rule_name": self.rule.rule_name,
-            "rule_config": json.dumps(self.rule.config(), sort_keys=True),
-            "meta_step": self.meta_step,
-            "world_size": self.world_size,
-            "rule": {k: v.detach().cpu() for k, v in training.items()},
-            "meta_opt": self.meta_opt.state_dict(),
-            "inner": inner,
-            "best": {
-                "metric": self.best_metric,
-                "meta_step": -1 if self.best_step is None else self.best_step,
-                "rule": None
-                if self._best_state is None
-                else {k: v.cpu() for k, v in self._best_state.items()},
-            },
-            "rng": {"torch": torch.get_rng_state()},
-            # rows of metrics.jsonl this checkpoint covers: a resume drops the rest
-            "metrics_rows": len(self.history),
-        }
+        payload = ckpt.checkpoint_payload(
+            config=self.config.to_dict(),
+            rule=self.rule,
+            rule_state=training,
+            meta_step=self.meta_step,
+            world_size=self.world_size,
+            meta_opt=self.meta_opt.state_dict(),
+            inner=inner,
+            best_metric=self.best_metric,
+            best_step=self.best_step,
+            best_state=self._best_state,
+            rng_state=torch.get_rng_state(),
+            metrics_rows=len(self.history),
+        )
         return ckpt.save_checkpoint(self.out_dir / ckpt.CHECKPOINT_NAME, payload)
 
     def _load(self, data: dict[str, Any]) -> None:
@@ -647,7 +648,12 @@ class MetaTrainer:
         ``eval_every`` meta-steps and at the end; checkpoints every ``checkpoint_every`` meta-steps
         and at the end. With ``restore_best`` the rule holds the best weights (chosen on held-out
         problems) when this returns; the last training weights are kept aside and training
-        continues from them on the next :meth:`fit` or :meth:`step`.
+        continues from them on the next :meth:`fit` or :meth:`step` (see the class docstring,
+        "Which weights the rule holds").
+
+        Raises:
+            ValueError: the rule's weights were changed since the previous ``fit`` left the best
+                weights in it (continuing would silently discard that change).
 
         Returns:
             ``{"meta_step", "best_meta_step", "best_objective", "last_eval", "seconds"}``.
@@ -732,6 +738,7 @@ class MetaTrainer:
             if self._best_state is not None:
                 self.rule.load_state_dict(self._best_state)
             ddp.broadcast_module(self.rule)
+            self._left_in_rule = _clone_state_dict(self.rule)
         return {
             "meta_step": self.meta_step,
             "best_meta_step": self.best_step,
@@ -747,13 +754,18 @@ class MetaTrainer:
             rule.load_state_dict(self._best_state)
         return rule
 
+    @property
+    def best_state(self) -> dict[str, Tensor] | None:
+        """A copy of the best weights found so far (held-out selection), or ``None`` before the
+        first finite evaluation (and on ranks other than 0 under torch.distributed)."""
+        if self._best_state is None:
+            return None
+        return {k: v.detach().clone() for k, v in self._best_state.items()}
+
     def training_state_dict(self) -> dict[str, Tensor]:
-        """The rule's current *training* weights (not the best ones loaded by ``fit``)."""
-        return (
-            dict(self._training_state)
-            if self._training_state is not None
-            else self.rule.state_dict()
-        )
+        """A copy of the rule's current *training* weights (not the best ones ``fit`` loads)."""
+        state = self._training_state if self._training_state is not None else self.rule.state_dict()
+        return {k: v.detach().clone() for k, v in state.items()}
 
     def __repr__(self) -> str:
         cfg = self.config
