@@ -227,21 +227,21 @@ def _listing(entries: dict[str, tuple[Path, str]], default: str | None) -> str:
 
 def _recorded_settings(training: dict[str, Any]) -> dict[str, Any] | None:
     """The compare() call an evaluation record describes (``None`` without a record)."""
-    from optizoo.publish.card import evaluation_blocks, learned_label
+    from optizoo.publish.card import evaluation_record
 
-    evaluation = training.get("evaluation")
-    if not isinstance(evaluation, dict) or not evaluation_blocks(evaluation):
+    record = evaluation_record(training)
+    if record is None:
         return None
-    blocks = evaluation_blocks(evaluation)
-    criterion = blocks[0][1]
-    steps = int(evaluation.get("steps") or max(b[0] for b in blocks))
+    evaluation, blocks = record.fields, record.blocks
+    criterion = blocks[0].criterion
+    steps = int(evaluation.get("steps") or max(b.steps for b in blocks))
     tune_steps = int(evaluation.get("tune_steps") or training.get("horizon") or steps)
     tune_problems = evaluation.get("tune_problems")
     if tune_problems is None:
         m = re.search(r"on (\d+) separate problems", str(evaluation.get("baselines", "")))
         tune_problems = int(m.group(1)) if m else 20
-    learned = learned_label(evaluation)
-    baselines = [label for label in blocks[0][2] if label != learned]
+    learned = record.learned
+    baselines = [label for label in blocks[0].entries if label != learned]
     return {
         "task": evaluation["task"],
         "task_args": evaluation.get("task_args") or {},

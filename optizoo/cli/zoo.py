@@ -249,13 +249,7 @@ def describe(target: str) -> dict[str, Any]:
 
 def _write_info(info: dict[str, Any], out: TextIO) -> None:
     from optizoo.compare.stats import format_interval
-    from optizoo.publish.card import _interval as interval
-    from optizoo.publish.card import (
-        evaluation_blocks,
-        learned_label,
-        summary_phrase,
-        where_it_loses,
-    )
+    from optizoo.publish.card import evaluation_record, summary_phrase, where_it_loses
 
     def line(key: str, value: Any) -> None:
         out.write(f"{key + ':':<13} {value}\n")
@@ -290,18 +284,24 @@ def _write_info(info: dict[str, Any], out: TextIO) -> None:
         if k in ("evaluation", "generalization"):
             continue
         out.write(f"  {k}: {json.dumps(v, sort_keys=True)}\n")
-    evaluation = training.get("evaluation")
-    if isinstance(evaluation, dict) and evaluation_blocks(evaluation):
-        learned = learned_label(evaluation)
-        out.write(f"comparison on {evaluation.get('task', '?')} (mean final loss ± 95% CI):\n")
-        for steps, criterion, block in evaluation_blocks(evaluation):
+    try:
+        record = evaluation_record(training)
+    except ValueError as exc:  # a foreign record: say so, show the rest
+        line("comparison", f"(unreadable: {exc})")
+        return
+    if record is not None:
+        learned = record.learned
+        out.write(f"comparison on {record.task or '?'} (mean final loss ± 95% CI):\n")
+        for block in record.blocks:
             cells = []
-            for label, entry in sorted(block.items(), key=lambda kv: kv[0] != learned):
-                iv = interval(entry.get("final_loss"))
+            for label, entry in sorted(block.entries.items(), key=lambda kv: kv[0] != learned):
+                iv = entry.metrics.get("final_loss")
                 text = "—" if iv is None else format_interval(iv)
-                tuned = " (tuned)" if entry.get("tuned") else ""
+                tuned = " (tuned)" if entry.tuned else ""
                 cells.append(f"{label}{tuned} {text}")
-            out.write(f"  {steps} steps, tuned for {criterion}: " + "; ".join(cells) + "\n")
+            out.write(
+                f"  {block.steps} steps, tuned for {block.criterion}: " + "; ".join(cells) + "\n"
+            )
     verdict = summary_phrase(training)
     if verdict:
         line("verdict", verdict)

@@ -2,6 +2,8 @@
 
 :class:`Comparison` (from :func:`optizoo.compare.compare`) holds one :class:`OptimizerResult`
 per optimizer; ``to_json``/``from_json`` round-trip it (figures: :mod:`optizoo.compare.plots`).
+:class:`EvaluationRecord` is the comparison as recorded in a weight file (``to_dict``/
+``from_dict``), which model cards read.
 """
 
 from __future__ import annotations
@@ -19,7 +21,17 @@ import numpy as np
 from optizoo._io import write_text_atomic
 from optizoo.compare.stats import Interval, format_interval, mean_ci, paired_difference
 
-__all__ = ["Comparison", "OptimizerResult", "Trajectories", "TuneResult"]
+__all__ = [
+    "EVALUATION_CRITERIA",
+    "EVALUATION_METRICS",
+    "Comparison",
+    "EvaluationBlock",
+    "EvaluationEntry",
+    "EvaluationRecord",
+    "OptimizerResult",
+    "Trajectories",
+    "TuneResult",
+]
 
 
 @dataclass
@@ -362,3 +374,223 @@ def _args_text(args: Mapping[str, Any]) -> str:
     if not args:
         return ""
     return " (" + ", ".join(f"{k}={v}" for k, v in args.items()) + ")"
+
+
+# --------------------------------------------------------------------------- evaluation record
+
+#: tuning criteria of a recorded comparison block, in the order cards show them
+EVALUATION_CRITERIA = ("final", "sum", "test")
+#: metrics of a recorded entry (``Interval.to_dict`` form)
+EVALUATION_METRICS = ("final_loss", "sum_of_losses", "test_loss")
+#: the recorded fields of an evaluation besides its blocks, with the types they may have
+_RECORD_FIELDS: dict[str, tuple[type, ...]] = {
+    "task": (str,),
+    "task_args": (dict, type(None)),
+    "held_out_problems": (int,),
+    "steps": (int,),
+    "tune_steps": (int,),
+    "tune_problems": (int,),
+    "seed": (int,),
+    "criteria": (list,),
+    "grid": (list, type(None)),
+    "learned": (str, type(None)),
+    "baselines": (str,),
+    "seed_streams": (str,),
+}
+_ENTRY_KEYS = {"lr", "tuned", "grid_edge", "learned_minus_this", *EVALUATION_METRICS}
+
+
+def _block_key(steps: int, criterion: str) -> str:
+    return f"at_{steps}_steps_tuned_for_{criterion}"
+
+
+def _parse_block_key(key: str) -> tuple[int, str] | None:
+    """``(steps, criterion)`` of ``"at_<steps>_steps_tuned_for_<criterion>"``, else ``None``."""
+    head, sep, criterion = key.partition("_steps_tuned_for_")
+    digits = head[3:] if head.startswith("at_") else ""
+    if not (sep and digits.isdigit() and digits == str(int(digits))):
+        return None
+    return int(digits), criterion
+
+
+def _intervals(value: Any, where: str) -> dict[str, Interval]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where} must be a dict of intervals, got {type(value).__name__}")
+    unknown = sorted(set(value) - set(EVALUATION_METRICS))
+    if unknown:
+        raise ValueError(f"{where} has unknown metrics {unknown}; expected {EVALUATION_METRICS}")
+    out = {}
+    for metric in EVALUATION_METRICS:
+        if metric in value:
+            try:
+                out[metric] = Interval.from_dict(value[metric])
+            except ValueError as exc:
+                raise ValueError(f"{where}[{metric!r}]: {exc}") from None
+    return out
+
+
+@dataclass(frozen=True)
+class EvaluationEntry:
+    """One optimizer in a recorded comparison block.
+
+    Attributes:
+        lr: its learning rate (tuned, given, or the learned rule's own scale); ``None`` if none.
+        tuned: whether ``lr`` was chosen on the tuning problems.
+        metrics: ``"final_loss"``, ``"sum_of_losses"``, ``"test_loss"`` (those recorded) ->
+            mean ± CI over the held-out problems, per instance.
+        learned_minus_this: paired differences ``learned − this`` per metric (baselines only).
+        grid_edge: the tuned lr sits at an edge of the grid (``None``: not recorded).
+    """
+
+    lr: float | None
+    tuned: bool
+    metrics: dict[str, Interval]
+    learned_minus_this: dict[str, Interval] | None = None
+    grid_edge: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"lr": self.lr, "tuned": self.tuned}
+        out.update({m: iv.to_dict() for m, iv in self.metrics.items()})
+        if self.grid_edge is not None:
+            out["grid_edge"] = self.grid_edge
+        if self.learned_minus_this is not None:
+            out["learned_minus_this"] = {
+                m: iv.to_dict() for m, iv in self.learned_minus_this.items()
+            }
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "entry") -> EvaluationEntry:
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{where} must be a dict, got {type(data).__name__}")
+        unknown = sorted(set(data) - _ENTRY_KEYS)
+        if unknown:
+            raise ValueError(f"{where} has unknown keys {unknown}; expected {sorted(_ENTRY_KEYS)}")
+        lr = data.get("lr")
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))):
+            raise ValueError(f"{where}['lr'] must be a number or null, got {lr!r}")
+        tuned, edge = data.get("tuned", False), data.get("grid_edge")
+        if not isinstance(tuned, bool) or not isinstance(edge, (bool, type(None))):
+            raise ValueError(f"{where}['tuned'] and ['grid_edge'] must be true/false")
+        diffs = data.get("learned_minus_this")
+        return cls(
+            lr=None if lr is None else float(lr),
+            tuned=tuned,
+            metrics=_intervals({m: data[m] for m in EVALUATION_METRICS if m in data}, where),
+            learned_minus_this=None
+            if diffs is None
+            else _intervals(diffs, f"{where}['learned_minus_this']"),
+            grid_edge=edge,
+        )
+
+
+@dataclass(frozen=True)
+class EvaluationBlock:
+    """The recorded comparison after ``steps`` steps, baselines tuned for ``criterion``.
+
+    Attributes:
+        steps: optimization steps of every run.
+        criterion: ``"final"``, ``"sum"`` or ``"test"`` (see :data:`EVALUATION_CRITERIA`).
+        entries: label -> :class:`EvaluationEntry`, in the recorded order.
+    """
+
+    steps: int
+    criterion: str
+    entries: dict[str, EvaluationEntry]
+
+    @property
+    def key(self) -> str:
+        """The block's key in the stored dict: ``"at_<steps>_steps_tuned_for_<criterion>"``."""
+        return _block_key(self.steps, self.criterion)
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """A comparison of a learned optimizer with baselines, as recorded in a weight file
+    (``optizoo.training["evaluation"]``, written by :func:`optizoo.publish.publish.publish_rule`
+    and read by the model cards).
+
+    Attributes:
+        blocks: one :class:`EvaluationBlock` per (steps, tuning criterion), in card order
+            (criterion ``final``, ``sum``, ``test``, then steps).
+        fields: the other recorded fields (``task``, ``task_args``, ``held_out_problems``,
+            ``steps``, ``tune_steps``, ``tune_problems``, ``seed``, ``criteria``, ``grid``,
+            ``learned``, ``baselines``, ``seed_streams``); all optional.
+
+    The stored form (:meth:`to_dict`) keeps one key per block,
+    ``"at_<steps>_steps_tuned_for_<criterion>"``, next to the fields; :meth:`from_dict` reads it
+    back and refuses anything else with a ``ValueError`` that names the key.
+    """
+
+    blocks: tuple[EvaluationBlock, ...]
+    fields: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        order = {c: i for i, c in enumerate(EVALUATION_CRITERIA)}
+        ordered = tuple(sorted(self.blocks, key=lambda b: (order[b.criterion], b.steps)))
+        object.__setattr__(self, "blocks", ordered)
+
+    @property
+    def task(self) -> str | None:
+        return self.fields.get("task")
+
+    @property
+    def learned(self) -> str | None:
+        """The learned optimizer's label: ``fields["learned"]`` when recorded, else the one
+        untuned entry that is not a ``torch.optim`` baseline name (older records)."""
+        if isinstance(self.fields.get("learned"), str):
+            return self.fields["learned"]
+        from optizoo.compare.specs import BASELINES
+
+        for block in self.blocks:
+            for label, entry in block.entries.items():
+                if not entry.tuned and label.split(":")[0] not in BASELINES:
+                    return label
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.fields)
+        out.update({b.key: {k: e.to_dict() for k, e in b.entries.items()} for b in self.blocks})
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any) -> EvaluationRecord:
+        """Read the stored form; ``ValueError`` for a foreign or malformed dict."""
+        if not isinstance(data, Mapping):
+            raise ValueError(
+                f"an evaluation record is a dict (optizoo.training['evaluation']), got "
+                f"{type(data).__name__}"
+            )
+        fields: dict[str, Any] = {}
+        blocks = []
+        for key, value in data.items():
+            if not isinstance(key, str):
+                raise ValueError(f"evaluation record keys are strings, got {key!r}")
+            parsed = _parse_block_key(key)
+            if parsed is not None:
+                steps, criterion = parsed
+                if criterion not in EVALUATION_CRITERIA or steps < 1:
+                    raise ValueError(
+                        f"evaluation block {key!r}: criterion must be one of "
+                        f"{EVALUATION_CRITERIA} and steps >= 1"
+                    )
+                if not isinstance(value, Mapping) or not value:
+                    raise ValueError(f"evaluation block {key!r} must be a non-empty dict")
+                entries = {
+                    str(label): EvaluationEntry.from_dict(entry, f"{key}[{label!r}]")
+                    for label, entry in value.items()
+                }
+                blocks.append(EvaluationBlock(steps, criterion, entries))
+            elif key in _RECORD_FIELDS:
+                kinds = _RECORD_FIELDS[key]
+                if not isinstance(value, kinds) or isinstance(value, bool):
+                    names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+                    raise ValueError(f"evaluation field {key!r} must be {names}, got {value!r}")
+                fields[key] = value
+            else:
+                raise ValueError(
+                    f"unknown key {key!r} in an evaluation record; expected the fields "
+                    f"{sorted(_RECORD_FIELDS)} and blocks 'at_<steps>_steps_tuned_for_"
+                    f"<{'|'.join(EVALUATION_CRITERIA)}>'"
+                )
+        return cls(tuple(blocks), fields)

@@ -13,7 +13,9 @@ Non-finite samples (diverged runs) make the mean non-finite; they are never drop
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -202,6 +204,41 @@ class Interval:
             "confidence": self.confidence,
             "n_nonfinite": self.n_nonfinite,
         }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Interval:
+        """The inverse of :meth:`to_dict` (``low``/``high`` are recomputed, not read).
+
+        A ``null`` mean is a non-finite one (at least one diverged sample); a ``null``
+        half-width is ``nan``. Raises ``ValueError`` naming the first bad field.
+        """
+        if not isinstance(data, Mapping) or "mean" not in data:
+            raise ValueError(
+                f"an interval is a dict with 'mean', 'half_width', 'n' (Interval.to_dict), got "
+                f"{type(data).__name__}{'' if not isinstance(data, Mapping) else ' without mean'}"
+            )
+
+        def number(key: str, missing: float) -> float:
+            value = data.get(key)
+            if value is None:
+                return missing
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"interval {key!r} must be a number or null, got {value!r}")
+            return float(value)
+
+        n, bad = data.get("n", 0), data.get("n_nonfinite", 0)
+        for key, value in (("n", n), ("n_nonfinite", bad)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"interval {key!r} must be an int >= 0, got {value!r}")
+        mean = number("mean", math.inf)
+        confidence = number("confidence", 0.95)
+        return cls(
+            mean=mean,
+            half_width=number("half_width", math.nan),
+            n=n,
+            confidence=confidence,
+            n_nonfinite=bad if math.isfinite(mean) or bad else 1,
+        )
 
 
 def _check_confidence(confidence: float) -> float:

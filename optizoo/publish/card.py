@@ -12,8 +12,10 @@ case where a baseline's mean is lower than the learned optimizer's is stated in 
 numbers and the paired difference, and what the record does *not* cover (tasks never evaluated,
 steps past the training horizon) is said too.
 
-Recorded evaluation layout (written by :func:`optizoo.publish.publish.publish_rule`; the shipped
-``lstm-quadratic`` file uses the same keys)::
+The comparison is read as an :class:`optizoo.compare.records.EvaluationRecord` (its
+``from_dict`` refuses a foreign or malformed record with a ``ValueError``). Its stored layout
+(written by :func:`optizoo.publish.publish.publish_rule`; the shipped ``lstm-quadratic`` file
+uses the same keys)::
 
     "evaluation": {
         "task": "quadratic", "task_args": {...}, "held_out_problems": 100,
@@ -36,25 +38,23 @@ import html
 import json
 import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from optizoo._io import write_text_atomic
+from optizoo.compare.records import EvaluationBlock, EvaluationEntry, EvaluationRecord
 from optizoo.compare.stats import Interval, format_interval
 
 __all__ = [
     "card_for_file",
-    "evaluation_blocks",
-    "learned_label",
+    "evaluation_record",
     "model_card",
     "summary_phrase",
     "where_it_loses",
     "write_text_atomic",
 ]
 
-_BLOCK_RE = re.compile(r"^at_(\d+)_steps_tuned_for_(\w+)$")
 #: metric key in a recorded entry -> words
 METRICS: dict[str, str] = {
     "final_loss": "final loss",
@@ -88,19 +88,11 @@ _TABLE_SKIP = {"evaluation", "generalization", "meta_config"}
 
 
 def _interval(d: Any) -> Interval | None:
-    """An :class:`Interval` from its ``to_dict`` form (``None`` if ``d`` is not one)."""
+    """An :class:`Interval` from its ``to_dict`` form (``None`` if ``d`` is not one), for the
+    held-out suite's rows (the comparison blocks are read by :class:`EvaluationRecord`)."""
     if not isinstance(d, Mapping) or "mean" not in d:
         return None
-    mean = d.get("mean")
-    hw = d.get("half_width")
-    n_bad = int(d.get("n_nonfinite") or 0)
-    return Interval(
-        mean=math.inf if mean is None else float(mean),
-        half_width=math.nan if hw is None else float(hw),
-        n=int(d.get("n") or 0),
-        confidence=float(d.get("confidence") or 0.95),
-        n_nonfinite=n_bad if mean is not None or n_bad else 1,
-    )
+    return Interval.from_dict(d)
 
 
 def _fmt(iv: Interval | None, digits: int = 3) -> str:
@@ -137,47 +129,37 @@ def _words(items: Sequence[str]) -> str:
 # --------------------------------------------------------------------------- evaluation record
 
 
-def evaluation_blocks(evaluation: Mapping[str, Any]) -> list[tuple[int, str, dict[str, Any]]]:
-    """``[(steps, criterion, {label: entry})]`` of a recorded evaluation, sorted by criterion
-    (``final`` first) then steps."""
-    blocks = []
-    for key, value in evaluation.items():
-        m = _BLOCK_RE.match(key)
-        if m and isinstance(value, Mapping) and value:
-            blocks.append((int(m.group(1)), m.group(2), dict(value)))
-    order = {"final": 0, "sum": 1, "test": 2}
-    blocks.sort(key=lambda b: (order.get(b[1], 9), b[1], b[0]))
-    return blocks
+def evaluation_record(training: Mapping[str, Any] | None) -> EvaluationRecord | None:
+    """The typed comparison record of a decoded ``optizoo.training`` (``None`` when it records
+    no comparison block).
 
-
-def learned_label(evaluation: Mapping[str, Any]) -> str | None:
-    """The label of the learned optimizer inside the evaluation blocks.
-
-    ``evaluation["learned"]`` when recorded; otherwise the one untuned entry that is not a
-    ``torch.optim`` baseline name (``"lstm"`` in the shipped ``lstm-quadratic`` file).
+    Raises:
+        ValueError: ``training["evaluation"]`` is not an evaluation record (foreign or
+            malformed keys or values), naming what is wrong.
     """
-    if isinstance(evaluation.get("learned"), str):
-        return evaluation["learned"]
-    from optizoo.compare import BASELINES
+    evaluation = training.get("evaluation") if isinstance(training, Mapping) else None
+    if evaluation is None:
+        return None
+    try:
+        record = EvaluationRecord.from_dict(evaluation)
+    except ValueError as exc:
+        raise ValueError(
+            f"optizoo.training['evaluation'] is not an optizoo evaluation record: {exc}"
+        ) from None
+    return record if record.blocks else None
 
-    for _, _, block in evaluation_blocks(evaluation):
-        for label, entry in block.items():
-            name = label.split(":")[0]
-            if not entry.get("tuned") and name not in BASELINES:
-                return label
-    return None
 
-
-def _baseline_text(label: str, entry: Mapping[str, Any]) -> str:
-    lr = entry.get("lr")
+def _baseline_text(label: str, entry: EvaluationEntry) -> str:
+    lr = entry.lr
     lr_text = "" if lr is None else f"lr {float(lr):.3g}"
-    if entry.get("tuned"):
+    if entry.tuned:
         return f"tuned {label} ({lr_text})" if lr_text else f"tuned {label}"
     return f"{label} (fixed {lr_text})" if lr_text else label
 
 
-def _evaluation_table(block: Mapping[str, Any], steps: int, learned: str | None, name: str) -> str:
-    metrics = [m for m in METRICS if any(_interval(e.get(m)) for e in block.values())]
+def _evaluation_table(block: EvaluationBlock, learned: str | None, name: str) -> str:
+    steps, entries = block.steps, block.entries
+    metrics = [m for m in METRICS if any(m in e.metrics for e in entries.values())]
     head = ["optimizer", "lr"]
     head += [
         f"final loss (step {steps})"
@@ -187,32 +169,29 @@ def _evaluation_table(block: Mapping[str, Any], steps: int, learned: str | None,
         else f"test loss (step {steps})"
         for m in metrics
     ]
-    paired = [
-        m
-        for m in metrics
-        if any(isinstance(e.get("learned_minus_this"), Mapping) for e in block.values())
-    ]
+    paired = [m for m in metrics if any(e.learned_minus_this is not None for e in entries.values())]
     head += [f"{name} − this, {METRICS[m]} (paired)" for m in paired]
     rows = []
-    ordered = sorted(block.items(), key=lambda kv: kv[0] != learned)  # learned row first
+    ordered = sorted(entries.items(), key=lambda kv: kv[0] != learned)  # learned row first
     for label, entry in ordered:
-        lr = entry.get("lr")
+        lr = entry.lr
         lr_text = "—" if lr is None else f"{float(lr):.3g}"
-        if label == learned and not entry.get("tuned"):
+        if label == learned and not entry.tuned:
             lr_text += " (as trained)"
-        if entry.get("tuned"):
-            lr_text += " (tuned" + (", grid edge!" if entry.get("grid_edge") else "") + ")"
+        if entry.tuned:
+            lr_text += " (tuned" + (", grid edge!" if entry.grid_edge else "") + ")"
         shown = f"**{name}**" if label == learned else label
-        row = [shown, lr_text] + [_fmt(_interval(entry.get(m))) for m in metrics]
-        diffs = entry.get("learned_minus_this") or {}
+        row = [shown, lr_text] + [_fmt(entry.metrics.get(m)) for m in metrics]
+        diffs = entry.learned_minus_this or {}
         for m in paired:
-            iv = _interval(diffs.get(m)) if label != learned else None
+            iv = diffs.get(m) if label != learned else None
             row.append("—" if iv is None else _signed(iv))
         rows.append(row)
     return _table(head, rows)
 
 
-def _evaluation_caption(evaluation: Mapping[str, Any]) -> str:
+def _evaluation_caption(record: EvaluationRecord) -> str:
+    evaluation = record.fields
     parts = []
     task = evaluation.get("task")
     if task:
@@ -262,21 +241,22 @@ def where_it_loses(training: Mapping[str, Any], name: str) -> list[str]:
         name: the optimizer's name as it should read in the text.
     """
     out: list[str] = []
-    evaluation = training.get("evaluation")
-    evaluation = evaluation if isinstance(evaluation, Mapping) else {}
-    blocks = evaluation_blocks(evaluation)
-    learned = learned_label(evaluation) if blocks else None
+    record = evaluation_record(training)
+    blocks = record.blocks if record is not None else ()
+    learned = record.learned if record is not None else None
+    evaluation = record.fields if record is not None else {}
     lost_any = False
     compared: set[str] = set()
     max_steps = 0
-    for steps, criterion, block in blocks:
+    for block in blocks:
+        steps = block.steps
         max_steps = max(max_steps, steps)
-        mine = block.get(learned) if learned else None
-        if not isinstance(mine, Mapping):
+        mine = block.entries.get(learned) if learned else None
+        if mine is None:
             continue
-        tuning = _CRITERION_TEXT.get(criterion, criterion)
+        tuning = _CRITERION_TEXT.get(block.criterion, block.criterion)
         when = f"After {steps} steps (baselines' learning rates tuned for {tuning})"
-        mine_iv = {m: _interval(mine.get(m)) for m in METRICS}
+        mine_iv = {m: mine.metrics.get(m) for m in METRICS}
         for metric, lv in mine_iv.items():
             if lv is not None and lv.n_nonfinite:
                 out.append(
@@ -284,19 +264,19 @@ def where_it_loses(training: Mapping[str, Any], name: str) -> list[str]:
                     f"{lv.n_nonfinite} of {lv.n} held-out problems."
                 )
                 lost_any = True
-        for label, entry in block.items():
+        for label, entry in block.entries.items():
             if label == learned:
                 continue
             clauses = []
             for metric, metric_text in METRICS.items():
-                lv, bv = mine_iv[metric], _interval(entry.get(metric))
+                lv, bv = mine_iv[metric], entry.metrics.get(metric)
                 if lv is None or bv is None:
                     continue
                 compared.add(label)
                 if lv.n_nonfinite or bv.n_nonfinite or not bv.mean < lv.mean:
                     continue
                 clause = f"in {metric_text}, {format_interval(bv)} against {format_interval(lv)}"
-                diff = _interval((entry.get("learned_minus_this") or {}).get(metric))
+                diff = (entry.learned_minus_this or {}).get(metric)
                 if diff is not None and not diff.n_nonfinite and not math.isnan(diff.half_width):
                     pct = f"{round(diff.confidence * 100)}%"
                     sig = (
@@ -398,26 +378,28 @@ def summary_phrase(training: Mapping[str, Any]) -> str:
     without such a comparison, the held-out suite's verdicts (``training["generalization"]``),
     e.g. ``"held-out suite: better than tuned Adam in 8, worse in 2 of 15 task × budget cells"``.
     """
-    evaluation = training.get("evaluation")
-    if not isinstance(evaluation, Mapping):
+    if not isinstance(training.get("evaluation"), Mapping):
         return _suite_phrase(training.get("generalization"))
-    blocks = evaluation_blocks(evaluation)
-    learned = learned_label(evaluation)
-    if not blocks or learned is None:
+    record = evaluation_record(training)
+    learned = record.learned if record is not None else None
+    if record is None or learned is None:
         return ""
-    finals = [b for b in blocks if b[1] == "final"] or blocks
-    steps, _, block = max(finals, key=lambda b: b[0])
-    lv = _interval((block.get(learned) or {}).get("final_loss"))
+    evaluation = record.fields
+    finals = [b for b in record.blocks if b.criterion == "final"] or list(record.blocks)
+    block = max(finals, key=lambda b: b.steps)
+    steps = block.steps
+    mine = block.entries.get(learned)
+    lv = mine.metrics.get("final_loss") if mine is not None else None
     if lv is None:
         return ""
     wins, losses = [], []
-    for label, entry in block.items():
+    for label, entry in block.entries.items():
         if label == learned:
             continue
-        bv = _interval(entry.get("final_loss"))
+        bv = entry.metrics.get("final_loss")
         if bv is None:
             continue
-        shown = f"tuned {label}" if entry.get("tuned") else label
+        shown = f"tuned {label}" if entry.tuned else label
         if not lv.n_nonfinite and (bv.n_nonfinite or lv.mean < bv.mean):
             wins.append(shown)
         else:
@@ -551,21 +533,19 @@ def model_card(
         lines += ["_No training record in this file._", ""]
 
     # --- evaluation
-    evaluation = training.get("evaluation") if isinstance(training, Mapping) else None
-    blocks = evaluation_blocks(evaluation) if isinstance(evaluation, Mapping) else []
+    record = evaluation_record(training)
     lines += ["## Comparison with baselines", ""]
-    if blocks:
-        assert isinstance(evaluation, Mapping)
-        learned = learned_label(evaluation)
-        caption = _evaluation_caption(evaluation)
+    if record is not None:
+        learned = record.learned
+        caption = _evaluation_caption(record)
         if caption:
             lines += [caption, ""]
-        for steps, criterion, block in blocks:
-            tuning = _CRITERION_TEXT.get(criterion, criterion)
+        for block in record.blocks:
+            tuning = _CRITERION_TEXT.get(block.criterion, block.criterion)
             lines += [
-                f"### After {steps} steps, baselines tuned for {tuning}",
+                f"### After {block.steps} steps, baselines tuned for {tuning}",
                 "",
-                _evaluation_table(block, steps, learned, name),
+                _evaluation_table(block, learned, name),
                 "",
             ]
     else:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from optizoo._io import FolderLocked, folder_lock, fsync_dir, remove_stale_temps
+from optizoo.compare.records import EvaluationBlock, EvaluationEntry, EvaluationRecord
 from optizoo.errors import WeightsError
 from optizoo.rules.base import UpdateRule
 
@@ -215,32 +216,31 @@ def publish(
     )
 
 
-def _block(comparison: Any, at: int, learned: str) -> dict[str, Any]:
+def _block(comparison: Any, at: int, learned: str, criterion: str) -> EvaluationBlock:
     """One recorded evaluation block: per label lr, tuned flag, intervals and paired diffs."""
     summary = comparison.summary(at=at)
-    out: dict[str, Any] = {}
+    entries: dict[str, EvaluationEntry] = {}
     for label, r in comparison.results.items():
         s = summary[label]
-        entry: dict[str, Any] = {
-            "lr": r.lr,
-            "tuned": r.tuning is not None,
-            "final_loss": s["final"].to_dict(),
-            "sum_of_losses": s["sum"].to_dict(),
-        }
+        metrics = {"final_loss": s["final"], "sum_of_losses": s["sum"]}
         if s["test"] is not None:
-            entry["test_loss"] = s["test"].to_dict()
-        if r.tuning is not None:
-            entry["grid_edge"] = r.tuning.at_edge
+            metrics["test_loss"] = s["test"]
+        diffs = None
         if label != learned:
             diffs = {
-                "final_loss": comparison.paired(learned, label, "final", at).to_dict(),
-                "sum_of_losses": comparison.paired(learned, label, "sum", at).to_dict(),
+                "final_loss": comparison.paired(learned, label, "final", at),
+                "sum_of_losses": comparison.paired(learned, label, "sum", at),
             }
             if s["test"] is not None and summary[learned]["test"] is not None:
-                diffs["test_loss"] = comparison.paired(learned, label, "test", at).to_dict()
-            entry["learned_minus_this"] = diffs
-        out[label] = entry
-    return out
+                diffs["test_loss"] = comparison.paired(learned, label, "test", at)
+        entries[label] = EvaluationEntry(
+            lr=r.lr,
+            tuned=r.tuning is not None,
+            metrics=metrics,
+            learned_minus_this=diffs,
+            grid_edge=r.tuning.at_edge if r.tuning is not None else None,
+        )
+    return EvaluationBlock(at, criterion, entries)
 
 
 def _default_description(rule: UpdateRule, training: Mapping[str, Any]) -> str:
@@ -485,10 +485,12 @@ def _publish_locked(
                 "seed_streams": "optizoo.compare eval/tune streams, disjoint from the "
                 "meta-trainer's train/validation streams",
             }
-            for criterion, c in comparisons.items():
-                for at in sorted({tune_steps, steps}):
-                    evaluation[f"at_{at}_steps_tuned_for_{criterion}"] = _block(c, at, label)
-            record["evaluation"] = evaluation
+            blocks = [
+                _block(c, at, label, criterion)
+                for criterion, c in comparisons.items()
+                for at in sorted({tune_steps, steps})
+            ]
+            record["evaluation"] = EvaluationRecord(tuple(blocks), evaluation).to_dict()
             title = f"{name} vs {'tuned ' if tuned else ''}baselines on {first.task}"
             figures["loss-curves"] = first.plot(work / f"{name}.png", title=title)
         if evaluate:
