@@ -27,7 +27,7 @@ REFERENCE = EvalTask("mlp-20-sigmoid (reference)", "mlp", {"hidden": [20], "acti
 
 
 def _stepper(t: EvalTask):
-    problem = tasks.get(t.task, **dict(t.args)).sample(torch.Generator().manual_seed(0))
+    problem = tasks.build(t.task, **dict(t.args)).sample(torch.Generator().manual_seed(0))
     params = {k: torch.nn.Parameter(v) for k, v in problem.params().items()}
     opt = torch.optim.Adam(params.values(), lr=1e-3)
     count = sum(p.numel() for p in params.values())

@@ -144,7 +144,7 @@ class HookSpecs:
         ``Task`` subclass (its constructor arguments become the task's options) or any other
         callable returning a ``Task``. The task then works everywhere a built-in one does::
 
-            optizoo.tasks.get("inn-gaussian", batch_size=32)
+            optizoo.tasks.build("inn-gaussian", batch_size=32)
             optizoo train --task inn-gaussian
             optizoo compare --task inn-gaussian
 

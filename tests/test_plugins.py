@@ -112,13 +112,13 @@ def test_builtins_come_through_the_hooks() -> None:
 def test_inline_plugin_registers_and_unregisters() -> None:
     with plugins.registered(TasksPlugin(), name="tiny-plugin", dist="tiny-dist", version="9.9"):
         assert "tiny" in optizoo.tasks.available()
-        assert isinstance(optizoo.tasks.get("tiny"), TinyTask)
+        assert isinstance(optizoo.tasks.build("tiny"), TinyTask)
         info = plugins.provider("tasks", "tiny")
         assert (info.name, info.dist, info.version) == ("tiny-plugin", "tiny-dist", "9.9")
         assert info.contributes == {"tasks": ["tiny"]}
     assert "tiny" not in optizoo.tasks.available()
     with pytest.raises(UnknownNameError, match="no task named 'tiny'"):
-        optizoo.tasks.get("tiny")
+        optizoo.tasks.build("tiny")
 
 
 def test_registry_returns_a_copy() -> None:
@@ -346,7 +346,7 @@ def _by_name() -> dict[str, plugins.PluginInfo]:
 def test_entry_points_load_lazily_and_failures_are_skipped(fake_site: Path) -> None:
     assert "fz_good" not in sys.modules  # nothing is imported before a registry is used
     with pytest.warns(plugins.PluginWarning) as record:
-        task = optizoo.tasks.get("fz-quadratic", dim=3)
+        task = optizoo.tasks.build("fz-quadratic", dim=3)
     assert task.dim == 3 and "fz_good" in sys.modules
     messages = " | ".join(str(w.message) for w in record)
     assert "fz-broken 0.0.1 (plugin 'broken')" in messages and "ModuleNotFoundError" in messages
@@ -387,7 +387,7 @@ def test_two_distributions_claiming_one_task_name(
     monkeypatch.setenv(plugins.DISABLE_ENV, "fz-broken")
     _fake_dist(fake_site, "fz-clash", "2.0", {"clash": "fz_clash"})
     with pytest.raises(PluginError) as err:
-        optizoo.tasks.get("fz-quadratic")
+        optizoo.tasks.build("fz-quadratic")
     assert (
         "'fz-quadratic' is claimed by both fz-clash 2.0 (plugin 'clash') and fz-good 1.2.3"
         in str(err.value)
@@ -396,7 +396,7 @@ def test_two_distributions_claiming_one_task_name(
     assert code == 1
     monkeypatch.setenv(plugins.DISABLE_ENV, "fz-broken,fz-clash")
     plugins.reset()
-    assert optizoo.tasks.get("fz-quadratic").dim == 10
+    assert optizoo.tasks.build("fz-quadratic").dim == 10
 
 
 def test_two_distributions_with_one_entry_point_name(fake_site: Path) -> None:
@@ -482,7 +482,7 @@ def test_installed_plugin_packages_are_found_through_entry_points(
 def test_check_task_passes_a_conforming_task_and_builtins() -> None:
     report = check_task(TinyTask())
     assert report.ok and "functional" in report.passed
-    assert check_task(optizoo.tasks.get("quadratic", dim=4, batch=2)).ok
+    assert check_task(optizoo.tasks.build("quadratic", dim=4, batch=2)).ok
 
 
 class GlobalRNGProblem(TinyProblem):

@@ -177,7 +177,7 @@ def _run(args: argparse.Namespace) -> int:
         config = MetaConfig.from_dict(options)
         from optizoo import tasks
 
-        tasks.get(config.task, **config.task_args)  # unknown task or arguments: refused now
+        tasks.build(config.task, **config.task_args)  # unknown task or arguments: refused now
     created = ddp.init_from_env(options.get("device"))
     try:
         verbose = not args.quiet

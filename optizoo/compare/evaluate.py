@@ -419,9 +419,9 @@ def _short_training(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _check_has_test_split(t: EvalTask, device: torch.device | str | None) -> None:
-    from optizoo.tasks import get
+    from optizoo.tasks import build
 
-    problem = get(t.task, **dict(t.args)).sample(torch.Generator().manual_seed(0), device)
+    problem = build(t.task, **dict(t.args)).sample(torch.Generator().manual_seed(0), device)
     with torch.no_grad():
         has_test = problem.eval_loss(problem.params()) is not None
     if not has_test:

@@ -37,7 +37,7 @@ def resolve_task(task: str | Task, task_args: Mapping[str, Any] | None = None) -
     if isinstance(task, str):
         from optizoo import tasks
 
-        return tasks.get(task, **dict(task_args or {}))
+        return tasks.build(task, **dict(task_args or {}))
     if hasattr(task, "sample"):
         return task  # duck-typed task
     raise TypeError(

@@ -81,7 +81,7 @@ def _resolve_task(
         from optizoo import tasks
 
         args = dict(task_args or {})
-        return tasks.get(task, **args), task, args
+        return tasks.build(task, **args), task, args
     if callable(getattr(task, "sample", None)):
         if task_args:
             raise ValueError("task_args only apply when the task is given by name")

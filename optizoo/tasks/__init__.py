@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from optizoo.tasks.base import Problem, Task
@@ -21,17 +22,33 @@ __all__ = [
     "QuadraticTask",
     "Task",
     "available",
+    "build",
     "get",
     "task_config",
 ]
 
 
-def get(name: str, **kwargs: Any) -> Task:
-    """Instantiate the task registered under ``name`` with ``kwargs``."""
+def get(name: str, **kwargs: Any) -> Callable[..., Task]:
+    """The task class (or factory) registered under ``name``, built-in or from a plugin.
+
+    ``get`` means the same in every registry (:func:`optizoo.rules.get`,
+    :func:`optizoo.preprocess.get`): it returns what is registered; :func:`build` makes an
+    instance. Raises :class:`~optizoo.errors.UnknownNameError` for an unknown name.
+    """
+    if kwargs:
+        raise TypeError(
+            f"optizoo.tasks.get({name!r}) returns the task class and takes no task arguments; "
+            f"build a task with optizoo.tasks.build({name!r}, {', '.join(f'{k}=...' for k in kwargs)})"
+        )
     from optizoo import plugins
 
-    factory = plugins.get("tasks", name)
-    return factory(**kwargs)
+    return plugins.get("tasks", name)
+
+
+def build(name: str, **kwargs: Any) -> Task:
+    """A task instance: the class (or factory) registered under ``name`` called with ``kwargs``,
+    e.g. ``optizoo.tasks.build("quadratic", dim=10, batch=128)``."""
+    return get(name)(**kwargs)
 
 
 def task_config(task: Task) -> dict[str, Any]:

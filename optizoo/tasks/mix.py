@@ -4,7 +4,7 @@ Meta-training on one task teaches a learned optimizer that task's scales; publis
 that generalise were trained on many tasks at once and on randomly rescaled objectives (RNNprop,
 Lv et al. 2017; Metz et al. 2020)::
 
-    task = optizoo.tasks.get("mix", tasks=[
+    task = optizoo.tasks.build("mix", tasks=[
         {"task": "mlp", "args": {"hidden": [20], "activation": "sigmoid"}, "weight": 2},
         {"task": "mlp", "args": {"hidden": [40], "activation": "relu", "batch_size": 64}},
         {"task": "quadratic"},
@@ -119,7 +119,7 @@ class MixTask(Task):
             if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight > 0):
                 raise ValueError(f"mixture component {i}: weight must be positive, got {weight!r}")
             args = dict(spec.get("args") or {})
-            self._tasks.append(registry.get(spec["task"], **args))
+            self._tasks.append(registry.build(spec["task"], **args))
             self.components.append({"task": spec["task"], "args": args, "weight": float(weight)})
         if (
             isinstance(rescale, (str, bytes))

@@ -31,7 +31,7 @@ from optizoo.compare.suite import (
     count_verdicts,
     evaluate_architectures,
 )
-from optizoo.tasks import get
+from optizoo.tasks import build
 
 TINY = {"quick": True, "base": 2, "tasks": ["wine-mlp"], "verbose": False}
 
@@ -46,7 +46,7 @@ def test_suite_is_registered_with_seven_or_more_families() -> None:
     families = {(t.task, t.args.get("norm"), t.args.get("dataset")) for t in ARCHITECTURE_TASKS}
     assert len(families) >= 7
     for t in ARCHITECTURE_TASKS:  # every task exists and has a held-out split
-        problem = get(t.task, **t.args).sample(torch.Generator().manual_seed(0))
+        problem = build(t.task, **t.args).sample(torch.Generator().manual_seed(0))
         with torch.no_grad():
             assert problem.eval_loss(problem.params()) is not None
 
@@ -104,7 +104,7 @@ def test_tuning_picks_the_best_config_per_budget(report: SuiteReport) -> None:
     s = report.settings
     adam = report.baselines.results["wine-mlp"]["adam"]
     assert [c["lr"] for c in adam.configs] == list(QUICK["adam_grid"])
-    task = get("tabular", **ARCHITECTURE_TASKS[7].args)
+    task = build("tabular", **ARCHITECTURE_TASKS[7].args)
     for b in range(len(s.budgets)):
         assert adam.chosen[b] == int(np.argmin(adam.scores[:, b]))
     # recompute one tuning score independently: mean test loss over the tuning seeds
@@ -170,7 +170,7 @@ def test_two_stage_tuning_with_several_tuning_seeds() -> None:
     r = evaluate_architectures("adamw", tune_seeds=2, **TINY)
     s = r.settings
     adam = r.baselines.results["wine-mlp"]["adam"]
-    task = get("tabular", **ARCHITECTURE_TASKS[7].args)
+    task = build("tabular", **ARCHITECTURE_TASKS[7].args)
     first = []
     for c in adam.configs:  # stage 1, recomputed here: every lr on the first tuning seed
         traj = run_trajectories(

@@ -28,7 +28,7 @@ CASES = [
 
 
 def _problems(name, args, count=3):
-    task = tasks.get(name, **args)
+    task = tasks.build(name, **args)
     return [task.sample(torch.Generator().manual_seed(s)) for s in range(count)]
 
 
@@ -84,7 +84,7 @@ def test_problems_that_do_not_stack_fall_back_to_the_loop():
     assert stacked_loss(mixed, layout.names, layout.shapes) is None
     one = _problems("mlp", {}, 1)
     assert stacked_loss(one, [list(one[0].params())], [[]]) is None
-    mix = tasks.get("mix", tasks=[{"task": "mlp"}], rescale=[0.5, 2.0])
+    mix = tasks.build("mix", tasks=[{"task": "mlp"}], rescale=[0.5, 2.0])
     scaled = [mix.sample(torch.Generator().manual_seed(s)) for s in range(2)]
     layout = Layout([p.params() for p in scaled])
     assert stacked_loss(scaled, layout.names, layout.shapes) is None  # scaled losses: no protocol
@@ -117,7 +117,7 @@ def test_meta_trainer_step_is_the_same_batched_or_not(monkeypatch):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_batched_unroll_on_cuda_matches_the_loop():
-    task = tasks.get("mlp")
+    task = tasks.build("mlp")
     problems = [task.sample(torch.Generator().manual_seed(s), "cuda") for s in range(3)]
     rule = LSTMRule().cuda()
     a = unroll(rule, problems, 3).losses.detach()

@@ -115,7 +115,7 @@ def test_best_rule_is_selected_on_held_out_problems_and_saved(tmp_path):
     from optizoo.optim import LearnedOptimizer
 
     seeds = problem_seeds(0, 2, "validation")
-    task = optizoo.tasks.get("quadratic", **SMALL)
+    task = optizoo.tasks.build("quadratic", **SMALL)
     total = 0.0
     for s in seeds:
         problem = task.sample(torch.Generator().manual_seed(s))
@@ -154,7 +154,7 @@ def test_graph_memory_and_work_per_meta_step_do_not_grow_with_the_horizon():
 
     # negative control: chaining truncations WITHOUT detaching (the PyTorch re-implementation of Andrychowicz et al. 2016) keeps the graph alive
     rule = lstm()
-    problem = optizoo.tasks.get("quadratic", **SMALL).sample(torch.Generator().manual_seed(0))
+    problem = optizoo.tasks.build("quadratic", **SMALL).sample(torch.Generator().manual_seed(0))
     with GraphMeter() as m:
         r1 = unroll(rule, problem, 5)
         one = m.live

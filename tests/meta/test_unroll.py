@@ -200,7 +200,7 @@ def test_step_numbering_flat_batch_and_result_structure():
 
 
 def test_sequence_of_problems_equals_separate_unrolls():
-    task = optizoo.tasks.get("quadratic", dim=4, batch=3, dtype=torch.float64)
+    task = optizoo.tasks.build("quadratic", dim=4, batch=3, dtype=torch.float64)
     problems = [task.sample(torch.Generator().manual_seed(s)) for s in (1, 2)]
     torch.manual_seed(0)
     rule = LSTMRule().double()
@@ -217,7 +217,7 @@ def test_sequence_of_problems_equals_separate_unrolls():
 
 def test_first_order_treats_optimizee_gradients_as_constants():
     """Reference: a loop computing each gradient on a detached copy of θ_t (∂∇f/∂φ = 0)."""
-    task = optizoo.tasks.get("quadratic", dim=3, batch=2, dtype=torch.float64)
+    task = optizoo.tasks.build("quadratic", dim=3, batch=2, dtype=torch.float64)
     problem = task.sample(torch.Generator().manual_seed(0))
     torch.manual_seed(1)
     rule = LSTMRule().double()

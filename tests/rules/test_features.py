@@ -341,7 +341,7 @@ def test_param_feature_requires_param():
 
 
 def test_mix_is_registered_and_rescales():
-    task = optizoo.tasks.get(
+    task = optizoo.tasks.build(
         "mix",
         tasks=[{"task": "quadratic", "args": {"batch": 2}}, {"task": "linreg"}],
         rescale=[0.1, 10.0],
@@ -392,7 +392,7 @@ def test_mix_bad_input(kwargs, match):
 def test_mix_validation_split_replaces_the_test_split():
     task = MixTask([{"task": "mlp", "args": {"hidden": [4], "batch_size": 32}}], validation=50)
     p = task.sample(torch.Generator().manual_seed(0))
-    full = optizoo.tasks.get("mlp", hidden=[4], batch_size=32).data
+    full = optizoo.tasks.build("mlp", hidden=[4], batch_size=32).data
     n = int(full.y_train.shape[0])
     inner = p.inner
     # validation = the last 50 training examples; training uses only the first n - 50

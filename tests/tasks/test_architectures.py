@@ -57,7 +57,7 @@ CASES = {
 
 def make(case: str):
     name, args = CASES[case]
-    return tasks.get(name, **args)
+    return tasks.build(name, **args)
 
 
 # --------------------------------------------------------------------------- registry, contract
@@ -67,10 +67,10 @@ def test_every_family_is_registered() -> None:
     assert {"autoencoder", "transformer_lm", "rnn", "tabular", "conv", "mlp"} <= set(
         tasks.available()
     )
-    assert isinstance(tasks.get("autoencoder"), AutoencoderTask)
-    assert isinstance(tasks.get("transformer_lm"), TransformerLMTask)
-    assert isinstance(tasks.get("rnn"), RNNTask)
-    assert isinstance(tasks.get("tabular"), TabularTask)
+    assert isinstance(tasks.build("autoencoder"), AutoencoderTask)
+    assert isinstance(tasks.build("transformer_lm"), TransformerLMTask)
+    assert isinstance(tasks.build("rnn"), RNNTask)
+    assert isinstance(tasks.build("tabular"), TabularTask)
 
 
 @pytest.mark.parametrize("check", list(TASK_CHECKS))

@@ -45,17 +45,17 @@ def as_parameters(problem) -> dict[str, torch.nn.Parameter]:
 
 def test_registry_lists_and_builds_every_builtin() -> None:
     assert {"quadratic", "linreg", "mlp", "conv"} <= set(tasks.available())
-    task = tasks.get("mlp", hidden=(40,), activation="relu")
+    task = tasks.build("mlp", hidden=(40,), activation="relu")
     assert isinstance(task, MLPTask)
     assert task.hidden == (40,) and task.activation == "relu"
-    assert isinstance(tasks.get("quadratic"), QuadraticTask)
-    assert isinstance(tasks.get("linreg"), LinRegTask)
-    assert isinstance(tasks.get("conv"), ConvTask)
+    assert isinstance(tasks.build("quadratic"), QuadraticTask)
+    assert isinstance(tasks.build("linreg"), LinRegTask)
+    assert isinstance(tasks.build("conv"), ConvTask)
 
 
 def test_unknown_task_lists_available_names() -> None:
     with pytest.raises(UnknownNameError) as err:
-        tasks.get("cifar_resnet")
+        tasks.build("cifar_resnet")
     msg = str(err.value)
     assert "cifar_resnet" in msg
     for name in ("quadratic", "linreg", "mlp", "conv"):
@@ -620,7 +620,7 @@ def test_same_problem_on_cuda(task) -> None:
 def test_instance_count_and_per_instance_scale() -> None:
     from optizoo.tasks.base import instance_count, per_instance_scale
 
-    quad = tasks.get("quadratic", batch=7).sample(torch.Generator().manual_seed(0))
+    quad = tasks.build("quadratic", batch=7).sample(torch.Generator().manual_seed(0))
 
     class Bare:  # a duck-typed problem that does not declare num_instances
         pass

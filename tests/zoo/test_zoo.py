@@ -337,7 +337,7 @@ def test_card_without_record_divergence_and_heldout_tasks():
 
 def final_losses(make_opt, seeds: list[int], task_args: dict, steps: int) -> list[float]:
     """Second implementation of compare's protocol: final loss per held-out problem."""
-    task = optizoo.tasks.get("quadratic", **task_args)
+    task = optizoo.tasks.build("quadratic", **task_args)
     out = []
     for s in seeds:
         problem = task.sample(torch.Generator().manual_seed(s))

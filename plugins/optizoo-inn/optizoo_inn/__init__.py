@@ -1,6 +1,6 @@
 """optizoo-inn: an invertible-network optimizee for optizoo.
 
-Installs the task ``inn-gaussian`` (``optizoo.tasks.get("inn-gaussian")``): a small invertible
+Installs the task ``inn-gaussian`` (``optizoo.tasks.build("inn-gaussian")``): a small invertible
 network of affine coupling blocks trained on a Gaussian-bump inverse problem with a supervised
 loss on ``y`` and MMD losses on ``(y, z)`` and on ``x`` through the inverse.
 

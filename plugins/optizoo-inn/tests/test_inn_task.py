@@ -103,7 +103,7 @@ def test_toy_data_is_the_gaussian_bump() -> None:
 
 def test_registered_through_the_entry_point() -> None:
     assert "inn-gaussian" in optizoo.tasks.available()
-    task = optizoo.tasks.get("inn-gaussian", num_blocks=2)
+    task = optizoo.tasks.build("inn-gaussian", num_blocks=2)
     assert isinstance(task, GaussianINNTask) and task.num_blocks == 2
     assert optizoo.plugins.source_of("tasks", "inn-gaussian") == "optizoo-inn"
 

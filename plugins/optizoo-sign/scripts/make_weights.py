@@ -53,7 +53,7 @@ def run(rule: Signum, problem, horizon: int, train: bool, meta_opt=None) -> floa
 
 def main(out: Path) -> None:
     torch.manual_seed(0)
-    task = optizoo.tasks.get("quadratic")
+    task = optizoo.tasks.build("quadratic")
     rule = Signum(lr=LR0, beta=BETA)
     meta_opt = torch.optim.Adam([rule.log_lr], lr=META_LR)
     gen = torch.Generator().manual_seed(TRAIN_SEED)

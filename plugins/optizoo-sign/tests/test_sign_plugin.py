@@ -102,7 +102,7 @@ def test_pretrained_signum_loads_and_beats_its_starting_learning_rate() -> None:
     assert entry["source"] == "optizoo-sign" and entry["rule"] == "signum"
     rule = optizoo.load_rule("signum-quadratic")
     assert isinstance(rule, Signum)
-    problem = optizoo.tasks.get("quadratic").sample(torch.Generator().manual_seed(999))
+    problem = optizoo.tasks.build("quadratic").sample(torch.Generator().manual_seed(999))
 
     def final_loss(r: Signum) -> float:
         params = {"theta": torch.nn.Parameter(problem.params()["theta"])}
