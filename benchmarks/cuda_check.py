@@ -1,4 +1,4 @@
-"""The CUDA check of issue 16, in one short run (a few minutes on one GPU): timings and a
+"""The CUDA check (step times and a meta-training run on one GPU), in one short run (a few minutes on one GPU): timings and a
 meta-training run, written to ``--out`` (markdown) and ``--json``.
 
 1. Step time of the **paper LSTM** (``LSTMOptimizer(weights=None)``, 2×20) and of the **default**

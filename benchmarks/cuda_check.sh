@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CUDA check of issue 16 in one run (< 5 minutes on one GPU). From the repository root:
+# The CUDA check (benchmarks/cuda_check.py) in one run (< 5 minutes on one GPU). From the repository root:
 #
 #     bash benchmarks/cuda_check.sh [OUT_DIR]
 #

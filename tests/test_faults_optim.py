@@ -1,5 +1,5 @@
 """``LearnedOptimizer.load_state_dict`` validates every state tensor against the rule's
-``init_state`` (issue 13, point 8): a tampered state is refused when loaded, not deep in a later
+``init_state``: a tampered state is refused when loaded, not deep in a later
 ``step``, and never silently converted."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A broken plugin is never fatal (issue 13, point 7): ``SystemExit``/``KeyboardInterrupt`` at
+"""A broken plugin is never fatal: ``SystemExit``/``KeyboardInterrupt`` at
 import or in a hook, a mapping whose iteration raises, a path whose ``__fspath__`` raises, a
 plugin claiming a built-in name; and loading weights by path never consults plugins."""
 

@@ -1,4 +1,4 @@
-"""Pop-Art statistics cannot overflow (issue 13, point 9): in a float32 or float16 head a finite
+"""Pop-Art statistics cannot overflow: in a float32 or float16 head a finite
 but huge target no longer turns the variance into inf and the weights into nan for good.
 
 Reference: the same head in float64 (same initial weights) fed the same targets; and the closed

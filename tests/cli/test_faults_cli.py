@@ -1,4 +1,4 @@
-"""The command line under bad input and its reproducibility (issue 13, points 10 and 11).
+"""The command line under bad input and its reproducibility.
 
 Every bad value is one ``error:`` line on stderr and exit status 2, checked before any long
 work starts; two identical ``optizoo train`` commands write bit-identical weight files.

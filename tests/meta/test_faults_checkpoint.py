@@ -1,5 +1,5 @@
 """Meta-training runs under faults: clobbered folders, resumes of another experiment, corrupt
-checkpoints, interrupted writes and duplicated metrics rows (issue 13, points 1-4).
+checkpoints, interrupted writes and duplicated metrics rows.
 
 References: the checkpoint's own tensors (a bit flipped in their bytes in the file must be
 refused); the rows a run logs without interruption (a resumed or re-run run logs the same ones).

@@ -1,4 +1,4 @@
-"""Publishing under faults and hostile metadata (issue 13, point 5).
+"""Publishing under faults and hostile metadata.
 
 References: the sha256 of the weight file on disk (a card beside it must name exactly that);
 the raw escape bytes planted in a file's metadata (none may reach the terminal or the card).

@@ -1,5 +1,5 @@
-"""Hostile weight-file metadata gets a ``WeightsError`` that names the file, cheaply
-(issue 13, point 6): nothing is built before the shapes a config implies are checked against
+"""Hostile weight-file metadata gets a ``WeightsError`` that names the file, cheaply:
+nothing is built before the shapes a config implies are checked against
 the file's own tensor shapes, under a size cap.
 """
 
