@@ -1,5 +1,5 @@
-"""The CUDA check (step times and a meta-training run on one GPU), in one short run (a few minutes on one GPU): timings and a
-meta-training run, written to ``--out`` (markdown) and ``--json``.
+"""The CUDA check, in one short run (a few minutes on one GPU): timings and a meta-training run,
+written to ``--out`` (markdown) and ``--json``.
 
 1. Step time of the **paper LSTM** (``LSTMOptimizer(weights=None)``, 2×20) and of the **default**
    optimizer (``LSTMOptimizer()``, the shipped weights) at 1e6, 1e7 and 1e8 parameters against
