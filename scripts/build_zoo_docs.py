@@ -74,7 +74,7 @@ metadata (string to string; nested values as JSON) describes it:
 | `optizoo.format` | schema version (`"1"`); other versions are refused with a message |
 | `optizoo.rule` | registry name of the update rule (`lstm`, `adam`, a plugin's `signum`...) |
 | `optizoo.config` | JSON constructor arguments: layers, hidden size, preprocessor and its arguments, output scale... |
-| `optizoo.training` | JSON training record: task(s) and their arguments, unroll, horizon, meta-steps, meta-optimizer, seed, held-out selection, and `evaluation` (final metrics against tuned baselines) |
+| `optizoo.training` | JSON training record: task(s) and their arguments, unroll, horizon, meta-steps, meta-optimizer, seed, held-out selection, and `evaluation` (final metrics against tuned baselines; read and written as `optizoo.compare.records.EvaluationRecord`, `to_dict`/`from_dict`) |
 | `optizoo.versions` | JSON versions of optizoo and torch that wrote the file |
 | `license` | licence of the weights |
 | `description` | one line for `optizoo list` and the model card |
