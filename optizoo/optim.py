@@ -705,6 +705,11 @@ def _restore_state_dtype(opt: LearnedOptimizer) -> None:
             st["step"] = torch.as_tensor(float(st["step"]), dtype=torch.float32)
 
 
+#: the rules :class:`LSTMOptimizer` runs: the coordinate-wise LSTM (:class:`~optizoo.rules.LSTMRule`)
+#: and the per-tensor LSTM steering a coordinate-wise update (:class:`~optizoo.rules.HierarchicalRule`)
+LSTM_RULES = ("lstm", "hierarchical")
+
+
 class LSTMOptimizer(LearnedOptimizer):
     """The coordinate-wise LSTM optimizer as a drop-in ``torch.optim`` replacement.
 
@@ -754,7 +759,7 @@ class LSTMOptimizer(LearnedOptimizer):
             from optizoo.zoo.registry import resolve
 
             path, name = resolve(weights)
-            rule = rule_from_file(path, expect_rule="lstm")
+            rule = rule_from_file(path, expect_rule=LSTM_RULES)
         if state_dtype is not None:
             rule.set_state_dtype(state_dtype)
         super().__init__(

@@ -38,3 +38,31 @@ def test_main_job_uses_a_shipped_optimizer():
     names = {p["name"] for p in optizoo.list_pretrained()}
     used = re.search(r"--optimizers (.*?) --", main).group(1).split()
     assert any(u in names or u == "lstm" for u in used), (used, names)
+
+
+def test_main_job_runs_and_writes_its_figure(tmp_path, capsys):
+    """The main job's ``optizoo compare`` command, shortened (steps, problems, grid), runs as
+    written: a misspelt option, task argument or optimizer spec fails here."""
+    import shlex
+
+    from optizoo.cli import main as cli_main
+
+    main = _setup_commands()[0]
+    argv = shlex.split(main.split("&& ")[-1])
+    assert argv[:2] == ["optizoo", "compare"]
+    args = argv[1:]
+    short = {
+        "--steps": "5",
+        "--problems": "2",
+        "--tune-problems": "1",
+        "--plot": str(tmp_path / "f.png"),
+    }
+    for i, a in enumerate(args):
+        if a in short:
+            args[i + 1] = short[a]
+    rc = cli_main([*args, "--grid", "1e-3,1e-2", "--quiet"])
+    assert rc in (0, None)
+    out = capsys.readouterr().out
+    for spec in ("lstm", "adam", "adamw:lr=0.001,weight_decay=0.01"):
+        assert f"| {spec} |" in out
+    assert (tmp_path / "f.png").stat().st_size > 0

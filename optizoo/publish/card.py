@@ -81,7 +81,7 @@ _RECORD_KEYS = (
     ("run", "run"),
     ("recipe", "recipe"),
 )
-_TABLE_SKIP = {"evaluation", "generalization", "meta_config"}
+_TABLE_SKIP = {"evaluation", "generalization", "meta_config", "architecture_suite"}
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -323,6 +323,26 @@ def where_it_loses(training: Mapping[str, Any], name: str) -> list[str]:
                 f"{format_interval(adam)} against {format_interval(opt)} (paired difference "
                 f"{'—' if diff is None else _signed(diff)}, {sig})."
             )
+    suite = training.get("architecture_suite")
+    for cell in suite.get("cells", []) if isinstance(suite, Mapping) else []:
+        if not isinstance(cell, Mapping) or cell.get("baseline") != "adam":
+            continue
+        opt, adam = _interval(cell.get("optimizer")), _interval(cell.get("baseline_loss"))
+        if opt is None or adam is None or not adam.mean < opt.mean:
+            continue
+        lost_any = True
+        sig = (
+            "significant at 95%"
+            if cell.get("verdict") == "worse"
+            else "not significant at 95%: the interval includes 0"
+        )
+        gen_tasks.append(str(cell.get("task")))
+        out.append(
+            f"On architecture-suite task `{cell.get('task')}` after {cell.get('budget')} steps, "
+            f"Adam with its lr tuned for that task and budget reaches a lower mean test loss "
+            f"than {name}: {format_interval(adam)} against {format_interval(opt)} "
+            f"({_signed(_interval(cell.get('difference')) or opt)}, {sig})."
+        )
     if blocks and learned is not None and not lost_any:
         baselines = _words(sorted(compared)) or "the baselines"
         out.append(
@@ -378,6 +398,9 @@ def summary_phrase(training: Mapping[str, Any]) -> str:
     without such a comparison, the held-out suite's verdicts (``training["generalization"]``),
     e.g. ``"held-out suite: better than tuned Adam in 8, worse in 2 of 15 task × budget cells"``.
     """
+    suite = training.get("architecture_suite")
+    if isinstance(suite, Mapping) and suite.get("summary"):
+        return "architecture suite " + str(suite["summary"][0])
     if not isinstance(training.get("evaluation"), Mapping):
         return _suite_phrase(training.get("generalization"))
     record = evaluation_record(training)
@@ -574,6 +597,10 @@ def model_card(
             if "generalization" in caption.lower():
                 lines += [f"![{caption}]({path})", ""]
 
+    suite = training.get("architecture_suite") if isinstance(training, Mapping) else None
+    if isinstance(suite, Mapping) and suite.get("cells"):
+        lines += ["## Architecture suite", "", *_suite_section(suite, name), ""]
+
     # --- honesty
     lines += ["## Where it loses", ""]
     lines += [f"- {s}" for s in where_it_loses(training, name)]
@@ -585,6 +612,58 @@ def model_card(
         for caption, path in other:
             lines += [f"{caption}:", "", f"![{caption}]({path})", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+_SUITE_BASELINES = (
+    ("adam", "tuned Adam"),
+    ("adamw", "tuned AdamW"),
+    ("adamw-default", "AdamW at torch defaults"),
+)
+
+
+def _suite_section(suite: Mapping[str, Any], name: str) -> list[str]:
+    """The architecture suite's verdicts (``training["architecture_suite"]``: the ``summary``
+    and ``cells`` of :meth:`optizoo.compare.suite.SuiteReport.to_json`) as card lines."""
+    lines = [
+        "Mean **test** loss after each budget on the architecture suite "
+        "(`optizoo evaluate --suite architectures`: networks of kinds and sizes that the "
+        "meta-training did not see), against Adam and AdamW tuned per task and per budget on "
+        "separate problems and AdamW at torch's defaults; paired differences over the same "
+        "problems with 95% intervals.",
+        "",
+    ]
+    lines += [f"- {line}" for line in suite.get("summary", [])]
+    cells: dict[tuple[str, int], dict[str, Mapping[str, Any]]] = {}
+    for cell in suite["cells"]:
+        if not isinstance(cell, Mapping):
+            continue
+        cells.setdefault((str(cell.get("task")), int(cell.get("budget", 0))), {})[
+            str(cell.get("baseline"))
+        ] = cell
+    head = ["task", "steps", name] + [label for _, label in _SUITE_BASELINES]
+    rows = []
+    for (task, budget), by in cells.items():
+        first = next(iter(by.values()))
+        own = _interval(first.get("optimizer"))
+        row = [task, str(budget), _fmt(own)]
+        for key, _label in _SUITE_BASELINES:
+            c = by.get(key)
+            if c is None:
+                row.append("—")
+                continue
+            rel = c.get("relative")
+            rel_text = f"{rel:+.0%}" if isinstance(rel, (int, float)) and math.isfinite(rel) else ""
+            verdict = str(c.get("verdict", ""))
+            row.append(f"{_fmt(_interval(c.get('baseline_loss')))} ({rel_text}, {verdict})")
+        rows.append(row)
+    lines += [
+        "",
+        "Each baseline cell: its loss, then the relative difference (optimizer − baseline) / "
+        "baseline and the verdict.",
+        "",
+        _table(head, rows),
+    ]
+    return lines
 
 
 def card_for_file(

@@ -243,21 +243,24 @@ def _build_checked(path: Path, cls: type, name: str, config: dict[str, Any]) -> 
         ) from None
 
 
-def rule_from_file(path: str | os.PathLike[str], *, expect_rule: str | None = None) -> UpdateRule:
+def rule_from_file(
+    path: str | os.PathLike[str], *, expect_rule: str | tuple[str, ...] | None = None
+) -> UpdateRule:
     """Rebuild the rule a weight file describes and load its tensors.
 
     Args:
         path: a ``.safetensors`` file written by :func:`save_rule`.
-        expect_rule: if given, the rule name the file must hold (e.g. ``"lstm"``).
+        expect_rule: if given, the rule name (or one of the names) the file must hold (e.g.
+            ``"lstm"``).
     """
     from optizoo import rules
 
     meta = read_metadata(path)
     name = meta["optizoo.rule"]
-    if expect_rule is not None and name != expect_rule:
-        raise WeightsError(
-            f"{str(path)!r} holds a {name!r} rule, but a {expect_rule!r} rule was expected"
-        )
+    allowed = (expect_rule,) if isinstance(expect_rule, str) else expect_rule
+    if allowed is not None and name not in allowed:
+        wanted = " or ".join(repr(a) for a in allowed)
+        raise WeightsError(f"{str(path)!r} holds a {name!r} rule, but a {wanted} rule was expected")
     try:
         cls = rules.get(name)
     except KeyError as exc:
