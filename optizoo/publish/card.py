@@ -489,7 +489,7 @@ def model_card(
     # --- usage
     path_text = load_path or f"{name}.safetensors"
     lines += ["## Use it", "", "```python", "import optizoo", ""]
-    if rule == "lstm":
+    if rule in ("lstm", "hierarchical"):  # the rules LSTMOptimizer runs
         lines += [
             f'opt = optizoo.LSTMOptimizer(model.parameters(), weights="{name}")  # by name',
             f'opt = optizoo.LSTMOptimizer(model.parameters(), weights="{path_text}")  # by path',
