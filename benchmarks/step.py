@@ -6,7 +6,9 @@ For each rule and size (default 1e4, 1e5, 1e6 and 1e7 parameters) it reports:
   parameters, in the same process, interleaved (machine noise hits both alike): the ratio;
 - optimizer-state bytes per parameter (Adam: 8);
 - the step's temporary memory: the growth of the peak resident set during two steps, in a fresh
-  subprocess with the state already allocated, in bytes per parameter and relative to the state;
+  subprocess with the state already allocated (and glibc's mmap threshold fixed, so freed
+  temporaries leave the resident set: without it an earlier version read 0%), in bytes per
+  parameter and relative to the state; ``probe:K`` (SGD allocating K bytes a parameter) checks it;
 - for the coordinate-wise LSTM, its matmul GFLOP/s as a fraction of the machine's dense fp32
   GEMM rate (2048×2048) measured in the same run.
 
@@ -65,7 +67,27 @@ def make_learned(name: str, params: list[torch.nn.Parameter], **kwargs) -> torch
         return LearnedOptimizer(params, rule=HierarchicalRule(**options), **kwargs)
     if name.startswith("file:"):
         return LearnedOptimizer(params, rule=optizoo.load_rule(name[5:]), **kwargs)
+    if name.startswith("probe:"):
+        return TemporaryProbe(params, float(name[6:]))
     raise ValueError(f"unknown rule {name!r}")
+
+
+class TemporaryProbe(torch.optim.SGD):
+    """SGD whose step also allocates and touches ``bytes_per_param`` bytes of temporaries per
+    parameter (a known answer for the temporaries measurement; ``--rules probe:8``)."""
+
+    def __init__(self, params: list[torch.nn.Parameter], bytes_per_param: float) -> None:
+        super().__init__(params, lr=1e-3, momentum=0.9, foreach=True)
+        self.bytes_per_param = bytes_per_param
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        params = [p for g in self.param_groups for p in g["params"]]
+        # one touched (resident) temporary per parameter, as a foreach step allocates them
+        scratch = [torch.ones(int(p.numel() * self.bytes_per_param) // 4) for p in params]
+        out = super().step(closure)
+        del scratch
+        return out
 
 
 def model_shapes(n: int) -> list[tuple[int, ...]]:
@@ -183,7 +205,12 @@ def _peak_rss_child(name: str, n: int, layout: str, max_chunk: int | None) -> No
             if isinstance(v, torch.Tensor):
                 v.fill_(0.0)  # touch the pages
     # reset the high-water mark to the current RSS (Linux), so that the growth below is the
-    # working set of a step beyond the state, not the first step's allocations
+    # working set of a step beyond the state, not the first step's allocations. The parent
+    # starts this process with a fixed glibc mmap threshold (_CHILD_ENV): otherwise glibc raises
+    # its threshold after the first large free and keeps later temporaries in heap pages that
+    # stay resident, and the growth reads ~0 whatever the step allocates; malloc_trim returns
+    # what the first step freed.
+    _malloc_trim()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     before = _vm_hwm()
@@ -191,6 +218,20 @@ def _peak_rss_child(name: str, n: int, layout: str, max_chunk: int | None) -> No
         opt.step()
     after = _vm_hwm()
     print(json.dumps({"state": state_bytes(opt), "temporary": max(0, after - before)}))
+
+
+#: environment of the temporaries subprocess: big allocations are mmapped (and unmapped when
+#: freed) at a fixed threshold, so each step's temporaries show in the peak resident set
+_CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
+
+
+def _malloc_trim() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def _vm_hwm() -> int:
@@ -202,6 +243,8 @@ def _vm_hwm() -> int:
 
 
 def temporaries(name: str, n: int, layout: str, max_chunk: int | None) -> dict[str, float]:
+    """The step's temporary memory, measured in a fresh subprocess: the growth of the peak
+    resident set over two steps beyond the allocated state, per parameter and over the state."""
     cmd = [
         sys.executable,
         __file__,
@@ -216,7 +259,8 @@ def temporaries(name: str, n: int, layout: str, max_chunk: int | None) -> dict[s
     ]
     if os.environ.get("OMP_NUM_THREADS") is None:
         cmd += ["--threads", str(torch.get_num_threads())]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    env = {**os.environ, **_CHILD_ENV}
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     r = json.loads(out.strip().splitlines()[-1])
     return {
         "temp_bytes_per_param": r["temporary"] / n,

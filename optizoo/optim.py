@@ -383,12 +383,16 @@ class LearnedOptimizer(torch.optim.Optimizer):
         step: int | Tensor,
         group: dict[str, Any],
     ) -> None:
-        lr, maximize, wd = group["lr"], group["maximize"], group.get("weight_decay", 0.0)
+        maximize = group["maximize"]
         rule = self._rule_on(device)
         compiling = _compiling()
         sizes = [_real_numel(p) for p in params]
         total = sum(sizes)
         if total == 0:  # only empty parameters (or empty local shards): nothing to update
+            return
+        if self._foreach_applies(rule, params, sdtype, step) and self._step_foreach(
+            rule, params, sizes, step, group
+        ):
             return
         grads = torch.cat([_coords(p.grad).reshape(-1) for p in params]).to(sdtype)
         if maximize:
@@ -462,12 +466,74 @@ class LearnedOptimizer(torch.optim.Optimizer):
 
         update = updates[0] if len(updates) == 1 else torch.cat(updates)
         views = [_coords(p) for p in params]
+        update = update.to(views[0].dtype)
+        self._apply(views, list(torch.split(update, sizes)), group)
+
+    def _foreach_applies(
+        self, rule: Any, params: list[Tensor], sdtype: torch.dtype, step: int | Tensor
+    ) -> bool:
+        """Whether this bucket can take the rule's in-place per-tensor path
+        (:meth:`~optizoo.rules.HierarchicalRule.step_foreach`): an eager step of a rule that
+        has one, on parameters (and gradients) already in the state dtype."""
+        supports = getattr(rule, "supports_foreach", None)
+        if self.compile or _compiling() or torch.is_grad_enabled() or isinstance(step, Tensor):
+            return False
+        if not (isinstance(rule, UpdateRule) and callable(supports) and supports()):
+            return False
+        return all(
+            not _is_dtensor(p)
+            and _coords(p).dtype == sdtype
+            and _coords(p.grad).dtype == sdtype
+            and p.grad.shape == p.shape
+            for p in params
+        )
+
+    def _step_foreach(
+        self, rule: Any, params: list[Tensor], sizes: list[int], step: int, group: dict[str, Any]
+    ) -> bool:
+        """One bucket through the rule's in-place per-tensor path: no flat concatenation of
+        gradients, parameters or updates, state updated where it lives. Runs of whole tensors
+        of at most ``max_chunk`` coordinates (the rule's ``preferred_chunk`` by default) bound
+        the temporaries. Returns ``False``, before touching any state, when a gradient is
+        non-finite and ``skip_nonfinite`` is set: the masking path then takes the bucket."""
+        grads = [_coords(p.grad).reshape(-1) for p in params]
+        norms = torch._foreach_norm(grads)  # the statistics need them; finite iff g is
+        if self.skip_nonfinite and not bool(torch.isfinite(torch.stack(norms)).all()):
+            return False
+        if group["maximize"]:
+            grads = torch._foreach_neg(grads)
+        flat = [_coords(p).reshape(-1) for p in params]
+        keys = [k for k in self.state[params[0]] if k != "step"]
+        tensor_keys = set(self.rule.tensor_state_keys)
+        chunk = self.max_chunk or self.rule.preferred_chunk or _CPU_CHUNK
+        updates: list[Tensor] = []
+        for i, j in _tensor_chunks(sizes, chunk):
+            run = params[i:j]
+            state: dict[str, Any] = {}
+            for k in keys:
+                if k in tensor_keys:
+                    state[k] = self._packed(run, k, len(run))
+                else:
+                    state[k] = [self._coordinate_state(p, k).view(-1) for p in run]
+            kw = rule_kwargs(self.rule, [_real_shape(p) for p in run])
+            out, new = rule.step_foreach(
+                grads[i:j], flat[i:j], state, step=step, grad_norms=norms[i:j], **kw
+            )
+            for k in tensor_keys:
+                state[k].copy_(new[k])
+            updates += out
+        self._apply([_coords(p) for p in params], updates, group)
+        return True
+
+    def _apply(self, views: list[Tensor], updates: list[Tensor], group: dict[str, Any]) -> None:
+        """``p ← p · (1 − lr · wd · rule_lr) + lr · update`` for every parameter view (the
+        decoupled decay first, as AdamW); ``updates`` are flat, one per view."""
+        lr, wd = group["lr"], group.get("weight_decay", 0.0)
         if wd != 0:  # decoupled weight decay, before the update (as AdamW)
             self._decay(views, lr, wd)
-        update = update.to(views[0].dtype)
-        pieces = [u.view(v.shape) for u, v in zip(torch.split(update, sizes), views)]
+        pieces = [u.view(v.shape) for u, v in zip(updates, views)]
         if isinstance(lr, Tensor):
-            torch._foreach_mul_(pieces, lr.to(device=device, dtype=update.dtype))
+            torch._foreach_mul_(pieces, lr.to(device=pieces[0].device, dtype=pieces[0].dtype))
             torch._foreach_add_(views, pieces)
         elif lr != 1.0:
             torch._foreach_add_(views, pieces, alpha=lr)

@@ -211,26 +211,17 @@ class HierarchicalRule(UpdateRule):
         g = grad.to(compute)
         theta = param.to(compute)
         d, scales, new_state = self.moments.raw(g, state, step)  # d_k · scales[k]: directions
-        x, stats_state = self.stats(
-            segments,
-            state,
-            grad=g,
-            momentum=new_state["m0"].to(compute),
-            direction=d[0],
-            param=theta,
-            step=step,
-            direction_scale=scales[0],
+        sums = self.stats.reduce(
+            segments.split(g),
+            segments.split(new_state["m0"].to(compute)),
+            segments.split(d[0]),
+            segments.split(theta),
         )
-        new_state.update(stats_state)
-        top, cell_state = self.cell(x, state, compute)
-        new_state.update(cell_state)
-        lr, wd, mix = self.coefficients(self.head(top, compute))  # [T], [T], [T, K+1]
-        mix = mix * torch.tensor(scales, dtype=compute, device=mix.device)
+        inv = None
         if self.rms is not None:
-            # RMS of the raw directions: the bias corrections cancel in d_k / rms(d_k)
             inv = torch.stack([self.rms.inverse_rms(dk, segments) for dk in d], dim=1)
-            inv = inv / torch.tensor(scales, dtype=compute, device=mix.device)
-            mix = mix * inv
+        lr, wd, mix, tensor_state = self._steer(sums, inv, state, step, segments, scales, g)
+        new_state.update(tensor_state)
         if self.ns is None:  # −lr_T · (Σ_k w_Tk d_k + wd_T θ)
             coef = torch.cat([mix * lr.unsqueeze(1), (lr * wd).unsqueeze(1)], dim=1).neg()
             update = _combine([*d, theta], coef, segments)
@@ -239,6 +230,112 @@ class HierarchicalRule(UpdateRule):
             coef = torch.stack([lr, lr * wd], dim=1).neg()
             update = _combine([direction, theta], coef, segments)
         return update.to(grad.dtype), new_state
+
+    def _steer(
+        self,
+        sums: dict[str, Tensor],
+        inv_rms: Tensor | None,
+        state: State,
+        step: int,
+        segments: Segments,
+        scales: list[float],
+        like: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor, State]:
+        """The per-tensor part, shared by :meth:`forward` and :meth:`step_foreach`: statistics
+        (from :meth:`TensorStats.reduce`'s sums) → LSTM → head → ``(lr [T], wd [T], mix [T, K+1],
+        new per-tensor state)``; ``mix`` multiplies the *raw* directions (bias corrections and,
+        with ``normalize``, the inverse RMS ``inv_rms [T, K+1]`` of the raw directions folded
+        in)."""
+        compute = like.dtype
+        x, new_state = self.stats.from_sums(
+            sums, segments, state, step=step, like=like, direction_scale=scales[0]
+        )
+        top, cell_state = self.cell(x, state, compute)
+        new_state.update(cell_state)
+        lr, wd, mix = self.coefficients(self.head(top, compute))  # [T], [T], [T, K+1]
+        scale = torch.tensor(scales, dtype=compute, device=mix.device)
+        mix = mix * scale
+        if inv_rms is not None:
+            # RMS of the raw directions: the bias corrections cancel in d_k / rms(d_k)
+            mix = mix * (inv_rms / scale)
+        return lr, wd, mix, new_state
+
+    def supports_foreach(self) -> bool:
+        """Whether :meth:`step_foreach` applies (every option but ``orthogonalize``)."""
+        return self.ns is None
+
+    def step_foreach(
+        self,
+        grads: list[Tensor],
+        params: list[Tensor],
+        state: dict[str, Any],
+        *,
+        step: int,
+        segments: Segments,
+        grad_norms: Sequence[Tensor] | None = None,
+    ) -> tuple[list[Tensor], State]:
+        """The optimizer's fast path: :meth:`forward`'s math, in place, one tensor per entry.
+
+        No autograd (it mutates the state; meta-training differentiates :meth:`forward`), no
+        flat concatenation: per-coordinate state is updated in place with ``torch._foreach_*``
+        calls across the tensors, as ``torch.optim.Adam(foreach=True)`` does, and the per-tensor
+        coefficients enter as scalar lists (one host read of ``[T, K + 2]`` numbers). The
+        result equals :meth:`forward`'s to float rounding.
+
+        Args:
+            grads: one flat gradient ``[n_t]`` per tensor (the state dtype; finite).
+            params: the tensors' flat parameter values ``[n_t]`` (read only).
+            state: per-coordinate keys (``m0 … v``) → lists of flat views ``[n_t]``, updated in
+                place; per-tensor keys (``tensor_*``) → ``[T, ...]`` tensors, read only.
+            step: 1-based step number (a Python int).
+            segments: the tensors' shapes (``Segments``), in order.
+            grad_norms: ``torch._foreach_norm(grads)``, if the caller has it.
+
+        Returns:
+            ``(updates, new per-tensor state)``: one flat update ``[n_t]`` per tensor (to be
+            *added* to the parameters) and the new ``tensor_*`` rows.
+        """
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "HierarchicalRule.step_foreach mutates its state and runs without autograd; "
+                "call it under torch.no_grad() (differentiate forward() instead)"
+            )
+        if not self.supports_foreach():
+            raise ValueError("step_foreach does not support orthogonalize=True; use forward()")
+        if isinstance(step, Tensor) or step < 1:
+            raise ValueError(f"step must be a 1-based Python int, got {step!r}")
+        mo = self.moments
+        v = state["v"]
+        torch._foreach_mul_(v, mo.beta2)  # v ← β₂ v + (1 − β₂) g²
+        torch._foreach_addcmul_(v, grads, grads, value=1 - mo.beta2)
+        ms = [state[f"m{k}"] for k in range(len(mo.betas))]
+        for m, beta in zip(ms, mo.betas):
+            torch._foreach_lerp_(m, grads, 1 - beta)  # m ← m + (1 − β)(g − m)
+        denom = torch._foreach_sqrt(v)  # √v / √(1 − β₂ᵗ) + ε, as Moments.raw without autograd
+        torch._foreach_mul_(denom, 1.0 / math.sqrt(1 - mo.beta2**step))
+        torch._foreach_add_(denom, mo.eps)
+        scales = [1.0 / (1 - beta**step) for beta in mo.betas] + [1.0]
+        d0 = torch._foreach_div(ms[0], denom)  # the raw nominal direction
+        sums = self.stats.reduce(grads, ms[0], d0, params, grad_norms)
+        inv = None
+        if self.rms is not None:  # RMS of every raw direction (materialised one at a time)
+            inv_cols = [self.rms.inverse_rms_of(d0, segments)]
+            for numerator in [*ms[1:], grads]:
+                dk = torch._foreach_div(numerator, denom)
+                inv_cols.append(self.rms.inverse_rms_of(dk, segments))
+                del dk
+            inv = torch.stack(inv_cols, dim=1)
+        like = grads[0]
+        lr, wd, mix, tensor_state = self._steer(sums, inv, state, step, segments, scales, like)
+        coef = torch.cat([mix * lr.unsqueeze(1), (lr * wd).unsqueeze(1)], dim=1).neg()
+        cols = coef.t().tolist()  # [K + 2] lists of T numbers
+        update = d0  # reused: update = c₀ d₀ + Σ_k c_k m_k / denom + c_K g / denom + c_θ θ
+        torch._foreach_mul_(update, cols[0])
+        for numerator, c in zip([*ms[1:], grads], cols[1:-1]):
+            torch._foreach_addcdiv_(update, numerator, denom, c)
+        del denom
+        torch._foreach_add_(update, torch._foreach_mul(params, cols[-1]))
+        return update, tensor_state
 
     def config(self) -> dict[str, Any]:
         """The composition: every part's options (rebuilds the same architecture)."""

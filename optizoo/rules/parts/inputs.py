@@ -278,25 +278,67 @@ class TensorStats(Part):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Statistics ``[T, k]`` and the new ``tensor_lg``; every input is ``[n]``; the direction
         is ``direction · direction_scale``."""
-        numel = segments.numels(grad)
-        gg = segments.sumsq(grad)
-        mm = segments.sumsq(momentum)
-        gm = segments.dot(grad, momentum)
+        sums = self.reduce(
+            segments.split(grad),
+            segments.split(momentum),
+            segments.split(direction),
+            segments.split(param),
+        )
+        return self.from_sums(
+            sums, segments, state, step=step, like=grad, direction_scale=direction_scale
+        )
+
+    @staticmethod
+    def reduce(
+        grads: Sequence[Tensor],
+        momenta: Sequence[Tensor],
+        directions: Sequence[Tensor],
+        params: Sequence[Tensor],
+        grad_norms: Sequence[Tensor] | None = None,
+    ) -> dict[str, Tensor]:
+        """The per-tensor sums the statistics need, from one tensor per entry of each list
+        (flat views, ``[n_t]``): ``{"gg", "mm", "gm", "dd", "pp"}``, each ``[T]`` (``Σg²``,
+        ``Σm²``, ``Σg·m``, ``Σd²``, ``Σθ²``). One ``torch._foreach_norm`` call per quantity;
+        ``grad_norms`` (the gradients' ``_foreach_norm``, when the caller has it) saves one."""
+        norms = torch._foreach_norm(list(grads)) if grad_norms is None else grad_norms
+        return {
+            "gg": torch.stack(list(norms)).square(),
+            "mm": torch.stack(torch._foreach_norm(list(momenta))).square(),
+            "gm": torch.stack([a.dot(b) for a, b in zip(grads, momenta)]),
+            "dd": torch.stack(torch._foreach_norm(list(directions))).square(),
+            "pp": torch.stack(torch._foreach_norm(list(params))).square(),
+        }
+
+    def from_sums(
+        self,
+        sums: dict[str, Tensor],
+        segments: Segments,
+        state: dict[str, Tensor],
+        *,
+        step: int,
+        like: Tensor,
+        direction_scale: float = 1.0,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Statistics ``[T, k]`` and the new ``tensor_lg`` from :meth:`reduce`'s sums (the
+        direction's sum of squares is scaled by ``direction_scale²``); ``like`` gives the dtype
+        and device."""
+        numel = segments.numels(like)
+        gg, mm, gm = sums["gg"], sums["mm"], sums["gm"]
         cos = gm / (gg * mm).clamp_min(_TINY).sqrt()
-        dd = segments.sumsq(direction) * direction_scale**2
+        dd = sums["dd"] * direction_scale**2
         log_d = (dd / numel).clamp_min(_TINY).log() / 10
-        log_p = (segments.sumsq(param) / numel).clamp_min(_TINY).log() / 10
+        log_p = (sums["pp"] / numel).clamp_min(_TINY).log() / 10
         lg = (gg / numel).clamp_min(_TINY).log() / 2
-        prev = state["tensor_lg"].to(grad.dtype)
+        prev = state["tensor_lg"].to(like.dtype)
         trend = (lg - prev).clamp(-5.0, 5.0) if step > 1 else torch.zeros_like(lg)
         cols = [cos, log_d.clamp(-4.0, 2.0), log_p.clamp(-4.0, 2.0), trend]
         x = torch.stack(cols, dim=1)
         if self.progress:
             prog = torch.tensor(
-                [math.tanh(step / t) for t in self.progress], dtype=grad.dtype, device=grad.device
+                [math.tanh(step / t) for t in self.progress], dtype=like.dtype, device=like.device
             )
             x = torch.cat([x, prog.expand(len(segments), -1)], dim=1)
-        x = torch.cat([x, self.static(segments, grad)], dim=1)
+        x = torch.cat([x, self.static(segments, like)], dim=1)
         return x, {"tensor_lg": lg.to(state["tensor_lg"].dtype)}
 
     def config(self) -> dict[str, Any]:

@@ -130,7 +130,12 @@ class RMSNormalize(Part):
 
     def inverse_rms(self, u: Tensor, segments: Segments) -> Tensor:
         """``[T]``: ``1 / (rms + eps)`` of each tensor of ``u [n]``."""
-        return 1.0 / (segments.mean_square(u).sqrt() + self.eps)
+        return self.inverse_rms_of(segments.split(u), segments)
+
+    def inverse_rms_of(self, pieces: list[Tensor], segments: Segments) -> Tensor:
+        """``[T]``: ``1 / (rms + eps)`` of each tensor, given as one flat piece per tensor."""
+        mean_square = torch.stack(torch._foreach_norm(pieces)).square() / segments.numels(pieces[0])
+        return 1.0 / (mean_square.sqrt() + self.eps)
 
     def forward(self, u: Tensor, segments: Segments) -> Tensor:
         segments.check(u)
