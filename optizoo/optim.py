@@ -214,7 +214,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 raise ValueError(
                     f"rule {self.rule.rule_name!r} has per-tensor parts and cannot step a "
                     "sharded (DTensor) parameter on its local shard; use a coordinate-wise rule "
-                    "or do not shard these parameters (e.g. leave them out of fully_shard)"
+                    "(e.g. LSTMOptimizer(params, weights='lstm-mlp')) or do not shard these "
+                    "parameters (e.g. leave them out of fully_shard)"
                 )
         wd = param_group.get("weight_decay", self.defaults.get("weight_decay", 0.0))
         self._check_weight_decay(wd)

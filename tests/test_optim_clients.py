@@ -38,8 +38,13 @@ def adamw_factory(params, **kw):
 
 
 def lstm_factory(params, **kw):
-    """The shipped default optimizer (features, nominal step, learned weight decay)."""
+    """The shipped default optimizer."""
     return LSTMOptimizer(params, **kw)
+
+
+def lstm_mlp_factory(params, **kw):
+    """The shipped coordinate-wise LSTM (features, nominal step, learned weight decay)."""
+    return LSTMOptimizer(params, weights="lstm-mlp", **kw)
 
 
 def paper_lstm_factory(params, **kw):
@@ -51,7 +56,13 @@ def learned_adam_factory(params, **kw):
     return LearnedOptimizer(params, Adam(lr=1e-2), **kw)
 
 
-FACTORIES = [adamw_factory, lstm_factory, paper_lstm_factory, learned_adam_factory]
+FACTORIES = [
+    adamw_factory,
+    lstm_factory,
+    lstm_mlp_factory,
+    paper_lstm_factory,
+    learned_adam_factory,
+]
 
 
 def _model(seed=0, dtype=torch.float32):
@@ -77,7 +88,8 @@ def _flat(m):
 
 def test_state_dict_has_torchs_format_with_identity_in_each_group():
     m = _model()
-    opt = LSTMOptimizer([{"params": m[0].parameters()}, {"params": m[2].parameters(), "lr": 0.5}])
+    groups = [{"params": m[0].parameters()}, {"params": m[2].parameters(), "lr": 0.5}]
+    opt = LSTMOptimizer(groups, weights="lstm-mlp")
     _train(m, opt, 2)
     sd = opt.state_dict()
     assert set(sd) == {"state", "param_groups"}
@@ -121,7 +133,7 @@ def _legacy(sd, params):
     return {"state": state, "param_groups": groups, "optizoo": identity}
 
 
-@pytest.mark.parametrize("factory", [lstm_factory, paper_lstm_factory])
+@pytest.mark.parametrize("factory", [lstm_mlp_factory, paper_lstm_factory])  # 0.1's rules
 def test_legacy_format_loads_and_resumes_bit_identically(factory):
     ref = _model()
     ref_opt = factory(ref.parameters())
@@ -150,12 +162,12 @@ def test_scalar_parameters_step_save_and_load_in_both_formats():
             opt.step()
 
     ref = params()
-    ref_opt = LSTMOptimizer(ref)
+    ref_opt = LSTMOptimizer(ref, weights="lstm-mlp")
     train(ref, ref_opt, 3)
     assert ref_opt.state[ref[0]]["v"].shape == () and ref_opt.state[ref[0]]["h"].shape == (2, 20)
     for sd in (ref_opt.state_dict(), _legacy(ref_opt.state_dict(), ref)):
         ps = [nn.Parameter(p.detach().clone()) for p in ref]
-        opt = LSTMOptimizer(ps)
+        opt = LSTMOptimizer(ps, weights="lstm-mlp")
         opt.load_state_dict(copy.deepcopy(sd))
         mine, theirs = copy.deepcopy((ref, ref_opt))
         train(mine, theirs, 2, seed=1)
@@ -165,12 +177,12 @@ def test_scalar_parameters_step_save_and_load_in_both_formats():
 
 def test_legacy_format_with_other_weights_is_refused():
     m = _model()
-    opt = LSTMOptimizer(m.parameters())
+    opt = LSTMOptimizer(m.parameters(), weights="lstm-mlp")
     _train(m, opt, 1)
     legacy = _legacy(opt.state_dict(), list(m.parameters()))
     legacy["optizoo"] = {**legacy["optizoo"], "sha256": "0" * 64}
     with pytest.raises(StateMismatchError, match="same weights"):
-        LSTMOptimizer(_model().parameters()).load_state_dict(legacy)
+        LSTMOptimizer(_model().parameters(), weights="lstm-mlp").load_state_dict(legacy)
     with pytest.raises(StateMismatchError, match="not made by an optizoo"):
         LSTMOptimizer(m.parameters()).load_state_dict(
             torch.optim.AdamW(m.parameters()).state_dict()
@@ -261,7 +273,7 @@ def test_compiled_lstm_step_no_graph_breaks_and_torch_logs_shows_no_recompiles()
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
 def test_fsdp2_two_gloo_processes_match_unsharded_and_resume():
     # AdamW proves the check; the shipped LSTM and the paper's LSTM are ours (one process pair)
-    check_fsdp2_steps([adamw_factory, lstm_factory, paper_lstm_factory])
+    check_fsdp2_steps([adamw_factory, lstm_mlp_factory, paper_lstm_factory])
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
@@ -273,7 +285,7 @@ def test_rule_with_per_tensor_parts_refuses_sharded_parameters(tmp_path):
     try:
         mesh = init_device_mesh("cpu", (1,))
         p = nn.Parameter(distribute_tensor(torch.randn(4, 3), mesh, [Shard(0)]))
-        with pytest.raises(ValueError, match=r"per-tensor parts.*sharded"):
+        with pytest.raises(ValueError, match=r"per-tensor parts.*sharded.*weights='lstm-mlp'"):
             LearnedOptimizer([p], HierarchicalRule())  # per-tensor LSTM
         opt = LearnedOptimizer([p], Adam(lr=0.1))  # coordinate-wise: steps the local shard
         p.grad = distribute_tensor(torch.ones(4, 3), mesh, [Shard(0)])

@@ -163,7 +163,9 @@ class OptimizerSpec:
         if self._rule is None:
             from optizoo import zoo
 
-            expect = "lstm" if self.text.split(":")[0] == "lstm" else None
+            from optizoo.optim import LSTM_RULES
+
+            expect = LSTM_RULES if self.text.split(":")[0] == "lstm" else None
             self._rule = zoo.load_rule(self.name, expect_rule=expect)
         return self._rule
 

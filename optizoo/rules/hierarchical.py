@@ -52,7 +52,7 @@ from optizoo.rules.parts import (
 
 __all__ = ["HierarchicalRule"]
 
-_STATE_DTYPES = {"float32": torch.float32, "auto": None}
+_STATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "auto": None}
 
 
 def _positive(value: Any, name: str) -> float:
@@ -163,6 +163,22 @@ class HierarchicalRule(UpdateRule):
         self.rms = RMSNormalize() if self.normalize else None
         self.ns = NewtonSchulz() if self.orthogonalize else None
         self.state_dtype_name = state_dtype
+
+    def set_state_dtype(self, state_dtype: str) -> None:
+        """Change the state dtype (``"auto"``, ``"float32"`` or ``"bfloat16"``: half the
+        per-coordinate state, the arithmetic stays float32); the weights, and so their sha256
+        identity, stay the same."""
+        if state_dtype not in _STATE_DTYPES:
+            raise ValueError(
+                f"state_dtype must be one of {sorted(_STATE_DTYPES)}, got {state_dtype!r}"
+            )
+        self.state_dtype_name = state_dtype
+
+    def decay_lr(self) -> Tensor:
+        """The nominal step size ``exp(log_lr)``: a param group's ``weight_decay`` decays
+        ``p ← p · (1 − lr · weight_decay · exp(log_lr))`` (AdamW's rule at the nominal lr), on top
+        of the rule's own learned decay."""
+        return self.log_lr.detach().exp()
 
     def state_dtype(self, param_dtype: torch.dtype) -> torch.dtype:
         fixed = _STATE_DTYPES[self.state_dtype_name]
