@@ -270,7 +270,7 @@ class Recipe:
 
         with torch.random.fork_rng(devices=[]):
             self.build_rule()
-        tasks.get(self.task["name"], **self.task["args"])
+        tasks.build(self.task["name"], **self.task["args"])
 
     @property
     def meta_steps(self) -> int:
