@@ -30,7 +30,14 @@ TINY = {
 
 
 @pytest.mark.parametrize(
-    "name", ["generalist.json", "generalist_curriculum.json", "generalist_h100.json"]
+    "name",
+    [
+        "generalist.json",
+        "generalist_curriculum.json",
+        "generalist_h100.json",
+        "experiments/hierarchical_a.json",
+        "experiments/hierarchical_b.json",
+    ],
 )
 def test_experiment_recipes_are_valid(name):
     recipe, evaluate = script.load_config(ROOT / "configs" / name)
