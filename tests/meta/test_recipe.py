@@ -64,7 +64,7 @@ def assert_same_weights(a, b) -> None:
 
 def test_configs_recipes_are_the_packaged_recipes():
     in_checkout = sorted(p.stem for p in (ROOT / "configs" / "recipes").glob("*.json"))
-    assert in_checkout == shipped_recipes() == sorted(NAMES)
+    assert in_checkout == shipped_recipes() and set(NAMES) <= set(in_checkout)
     for name in in_checkout:
         packaged = shipped_recipe_path(name).read_bytes()
         assert (ROOT / "configs" / "recipes" / f"{name}.json").read_bytes() == packaged
