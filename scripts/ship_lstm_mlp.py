@@ -5,8 +5,11 @@ Adam with a tuned learning rate, at 1x, 2x and 10x the rule's training horizon),
 weight file's training record, copies the file into the package, marks it as the default and
 regenerates the zoo docs.
 
-    python scripts/train_lstm_generalist.py configs/generalist.json --out runs/generalist
-    python scripts/ship_lstm_mlp.py runs/generalist/generalist.safetensors [--report eval.json]
+    optizoo train --config configs/recipes/lstm-mlp.json --out runs/lstm-mlp
+    python scripts/ship_lstm_mlp.py runs/lstm-mlp/lstm-mlp.safetensors [--report eval.json]
+
+The weight file comes from the recipe, so its training record names the recipe file
+(``recipe_file``) and holds its contents (``recipe``); the shipped file keeps both.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     meta = read_metadata(args.weights)
+    if meta["optizoo.training"].get("recipe_file") is None:
+        raise SystemExit(f"{args.weights} was not made by a recipe (no recipe_file in its record)")
     rule = rule_from_file(args.weights)
     if args.report:
         report = EvalReport.from_json(args.report)
@@ -61,7 +66,7 @@ def main() -> None:
     training["paper_mlp_evaluation"] = paper
     training["generalization"] = generalization_record(report)
     training["tasks"] = ["mix of digits MLPs (see task_args)"]
-    staged = Path(args.weights).with_name(f"{NAME}.safetensors")
+    staged = Path(args.weights).parent / "ship" / f"{NAME}.safetensors"
     optizoo.save_rule(rule, staged, training=training, description=DESCRIPTION, license="MIT")
     add_to_shipped(staged, NAME, default=True, overwrite=True)
     subprocess.run([sys.executable, str(ROOT / "scripts" / "build_zoo_docs.py")], check=True)

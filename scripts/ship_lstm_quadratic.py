@@ -2,8 +2,11 @@
 write the weights (with the training record and the metrics) into the package, update the
 manifest, and write the reproduction table and figure into docs/.
 
-    python scripts/train_lstm_quadratic.py --out runs/lstm-quadratic
+    optizoo train --config configs/recipes/lstm-quadratic.json --out runs/lstm-quadratic
     python scripts/ship_lstm_quadratic.py runs/lstm-quadratic
+
+The run folder is the recipe's (``lstm-quadratic.safetensors``, whose training record names the
+recipe file and holds its contents, which the shipped file keeps).
 """
 
 from __future__ import annotations
@@ -71,8 +74,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     run = Path(args.run_dir)
-    weights = run / "best_rule.safetensors"
+    weights = run / f"{NAME}.safetensors"  # the recipe's final rule (stage0's best)
     record = read_metadata(weights)["optizoo.training"]
+    if record.get("recipe_file") is None:
+        raise SystemExit(f"{weights} was not made by a recipe (no recipe_file in its record)")
     rule = rule_from_file(weights)
 
     results = {}
@@ -107,9 +112,8 @@ def main() -> None:
         "tasks": ["quadratic"],
         "evaluation": evaluation,
         "generalization": generalization_record(report),
-        "recipe": "scripts/train_lstm_quadratic.py --meta-steps 3000 --seed 0",
-    }
-    staged = run / f"{NAME}.safetensors"
+    }  # record keeps recipe_file and recipe
+    staged = run / "ship" / f"{NAME}.safetensors"
     optizoo.save_rule(
         rule,
         staged,

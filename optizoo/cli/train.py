@@ -11,6 +11,13 @@ from its checkpoint until it reaches that count (and starts fresh when ``--out``
 checkpoint yet). ``--config FILE.json`` gives any option as a JSON object (keys as in
 :class:`~optizoo.meta.MetaConfig` plus ``rule``, ``rule_config``, ``meta_steps``, ``out``);
 flags given on the command line override it.
+
+A **recipe** (a JSON file with ``stages``, see :mod:`optizoo.meta.recipe`) rebuilds a weight file
+from its seed: ``optizoo train --config configs/recipes/lstm-mlp.json --out runs/mlp [--resume]
+[--seed N]`` (from a checkout), or ``optizoo train --recipe lstm-mlp --out runs/mlp`` (the copy
+inside the installed package; ``--config configs/recipes/NAME.json`` falls back to it when no such
+file exists). The recipe fixes every option: only ``--out``, ``--seed``, ``--device``,
+``--resume``, ``--overwrite`` and ``--quiet`` go with it.
 """
 
 from __future__ import annotations
@@ -98,7 +105,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--device", help="cpu, cuda, cuda:1... (default: cpu)")
     p.add_argument("--out", help="output directory (checkpoint, metrics, plot, weight files)")
-    p.add_argument("--config", type=Path, help="JSON file with any of the options above")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="JSON file with any of the options above, or a recipe (configs/recipes/NAME.json)",
+    )
+    p.add_argument("--recipe", help="a recipe shipped in the package, by name (e.g. lstm-mlp)")
     p.add_argument(
         "--resume",
         action="store_true",
@@ -135,6 +147,60 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def _recipe_spec(args: argparse.Namespace) -> str | None:
+    """The recipe to run (a file or a shipped name), or ``None`` for a plain ``train``."""
+    from optizoo.meta.recipe import shipped_recipes
+
+    if getattr(args, "recipe", None) is not None:
+        if args.config is not None:
+            raise _Refused("give either --recipe NAME or --config FILE, not both")
+        return str(args.recipe)
+    if args.config is None:
+        return None
+    path = Path(args.config)
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None  # reported by _options
+        return str(path) if isinstance(data, dict) and "stages" in data else None
+    stem = path.name[: -len(".json")] if path.name.endswith(".json") else path.name
+    return str(path) if stem in shipped_recipes() else None
+
+
+def _run_recipe(args: argparse.Namespace, spec: str) -> int:
+    from optizoo.cli.args import check_device
+    from optizoo.meta.recipe import load_recipe, train_recipe
+
+    fixed = [
+        "--" + key.replace("_", "-")
+        for key in (*_CONFIG_FLAGS, *_EXTRA_KEYS)
+        if key not in ("seed", "device", "out") and getattr(args, key, None) is not None
+    ]
+    if fixed:
+        raise _Refused(
+            f"{', '.join(fixed)} cannot go with a recipe ({spec}): the recipe fixes them; edit a "
+            "copy of the recipe instead"
+        )
+    if args.out is None:
+        raise _Refused("give --out DIR for the recipe's run folder")
+    check_device(args.device)
+    recipe = load_recipe(spec)
+    if args.seed is not None:
+        recipe = recipe.with_seed(args.seed)
+    path = train_recipe(
+        recipe,
+        args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        device=args.device,
+    )
+    if not args.quiet:
+        print(f"wrote {path} (recipe {recipe.source}, seed {recipe.seed})")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the ``train`` sub-command; returns the exit code (2: bad options, one line)."""
     from optizoo.errors import OptizooError
@@ -157,6 +223,9 @@ def _run(args: argparse.Namespace) -> int:
     from optizoo.meta.checkpoint import CHECKPOINT_NAME
     from optizoo.meta.trainer import MetaConfig, MetaTrainer
 
+    spec = _recipe_spec(args)
+    if spec is not None:
+        return _run_recipe(args, spec)
     options = _options(args)
     given_rule = {k: options.pop(k) for k in ("rule", "rule_config") if k in options}
     meta_steps = options.pop("meta_steps", None)
@@ -186,8 +255,8 @@ def _run(args: argparse.Namespace) -> int:
                 out, verbose=verbose, device=options.get("device"), expect={**options, **given_rule}
             )
         else:
-            # --seed seeds the rule's initial weights too: the same command, the same files
-            torch.manual_seed(config.seed)
+            # --seed seeds the rule's initial weights too (unless the config sets rule_seed)
+            torch.manual_seed(config.initial_rule_seed)
             rule = rules.build(given_rule.get("rule", "lstm"), given_rule.get("rule_config") or {})
             trainer = MetaTrainer(
                 rule, config.task, out_dir=out, verbose=verbose, config=config,

@@ -14,7 +14,43 @@ from typing import Any
 
 from optizoo._validate import is_int, nonnegative_int, positive_finite, positive_int
 
-__all__ = ["MetaConfig"]
+__all__ = ["VALIDATION_KEYS", "MetaConfig", "check_meta_objective"]
+
+#: the keys of a validation meta-objective
+VALIDATION_KEYS = ("validation_weight", "train_weight")
+
+
+def check_meta_objective(value: Any) -> dict[str, float] | None:
+    """Validate a ``meta_objective`` option; returns ``None`` or a dict of two floats.
+
+    Raises:
+        TypeError: not ``None`` or a mapping.
+        ValueError: unknown or missing keys, negative or non-finite weights, both weights zero.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            "meta_objective must be None (the training loss) or a dict "
+            f'{{"validation_weight": a, "train_weight": b}}, got {type(value).__name__}'
+        )
+    unknown = sorted(set(value) - set(VALIDATION_KEYS))
+    missing = [k for k in VALIDATION_KEYS if k not in value]
+    if unknown or missing:
+        raise ValueError(
+            f"meta_objective needs exactly the keys {list(VALIDATION_KEYS)}"
+            + (f"; unknown: {unknown}" if unknown else "")
+            + (f"; missing: {missing}" if missing else "")
+        )
+    out: dict[str, float] = {}
+    for key in VALIDATION_KEYS:
+        v = value[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"meta_objective[{key!r}] must be a finite number >= 0, got {v!r}")
+        out[key] = float(v)
+    if out["validation_weight"] == 0 and out["train_weight"] == 0:
+        raise ValueError("meta_objective: validation_weight and train_weight are both 0")
+    return out
 
 
 @dataclass
@@ -46,6 +82,15 @@ class MetaConfig:
         checkpoint_every: write ``checkpoint.pt`` every this many meta-steps (and at the end of
             every :meth:`~MetaTrainer.fit`); 0: only at the end.
         device: where problems and the rule live (``"cpu"``, ``"cuda"``...).
+        meta_objective: ``None`` (default): the training loss above; or
+            ``{"validation_weight": a, "train_weight": b}``: each truncation's meta-loss is
+            ``a`` times the problems' validation loss (``eval_loss``) at its end plus ``b`` times
+            the training loss, and the best rule is chosen on the held-out problems' validation
+            loss (:mod:`optizoo.meta.objectives`).
+        rule_seed: seed of the rule's initial weights (``torch.manual_seed(rule_seed)`` before the
+            rule is built, by ``optizoo train`` and :func:`optizoo.meta.recipe.train_recipe`);
+            ``None``: ``seed``. The trainer itself gets a built rule: this field records the
+            seed so that a run is rebuilt from its config alone (:attr:`initial_rule_seed`).
     """
 
     task: str = "quadratic"
@@ -64,6 +109,8 @@ class MetaConfig:
     second_order: bool = False
     checkpoint_every: int = 100
     device: str = "cpu"
+    meta_objective: dict[str, float] | None = None
+    rule_seed: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("unroll", "horizon", "problems_per_step", "eval_problems"):
@@ -101,6 +148,14 @@ class MetaConfig:
         self.task_args = dict(self.task_args)
         self.second_order = bool(self.second_order)
         self.device = str(self.device)
+        self.meta_objective = check_meta_objective(self.meta_objective)
+        if self.rule_seed is not None:
+            nonnegative_int(self.rule_seed, "rule_seed")
+
+    @property
+    def initial_rule_seed(self) -> int:
+        """The seed of the rule's initial weights: ``rule_seed``, or ``seed`` when unset."""
+        return self.seed if self.rule_seed is None else int(self.rule_seed)
 
     @property
     def truncations(self) -> int:

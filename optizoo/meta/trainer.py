@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from optizoo._validate import nonnegative_int
 from optizoo.meta import checkpoint as ckpt
 from optizoo.meta import distributed as ddp
+from optizoo.meta import objectives
 from optizoo.meta.config import MetaConfig
 from optizoo.meta.plots import learning_curve
 from optizoo.meta.unroll import Layout, rollout, unroll_flat
@@ -459,7 +460,14 @@ class MetaTrainer:
         assert self._scale is not None
         per_step = losses[1:] * self._scale.to(losses.dtype)  # [steps, P], per instance
         w = self._weights[t : t + steps].to(losses.dtype)
-        return (w.unsqueeze(1) * per_step).sum(0).mean(), {}
+        train_term = (w.unsqueeze(1) * per_step).sum(0).mean()
+        objective = self.config.meta_objective
+        if objective is None:
+            return train_term, {}
+        assert self._layout is not None
+        val_term = objectives.validation_loss(problems, self._layout, flat)
+        loss = objective["validation_weight"] * val_term + objective["train_weight"] * train_term
+        return loss, {"validation_loss": float(val_term.detach())}
 
     # ------------------------------------------------------------------ evaluation
 
@@ -468,11 +476,23 @@ class MetaTrainer:
 
         Returns a row with ``objective`` (mean over problems of ``Σ_t w_t f(θ_t) / num_instances``
         over ``eval_horizon`` steps, the quantity the best rule is chosen on; ``inf`` if any
-        problem diverged) and ``final_loss`` (mean ``f(θ_T) / num_instances``).
+        problem diverged) and ``final_loss`` (mean ``f(θ_T) / num_instances``). Under a
+        validation ``meta_objective`` both are the held-out problems' validation loss at the end
+        of every truncation, averaged over truncations
+        (:func:`optizoo.meta.objectives.validation_rollout`).
         """
         cfg = self.config
         horizon = cfg.eval_horizon or cfg.horizon
         start_time = time.perf_counter()
+        if cfg.meta_objective is not None:  # the validation loss at every truncation's end
+            value = objectives.validation_rollout(self.rule, self.eval_set(), horizon, cfg.unroll)
+            return {
+                "kind": "eval",
+                "meta_step": self.meta_step,
+                "objective": value,
+                "final_loss": value,
+                "seconds": time.perf_counter() - start_time,
+            }
         curves = rollout(self.rule, self.eval_set(), horizon)  # [H + 1, P] float64
         w = self._full_weights(horizon)
         objective = float((w.unsqueeze(1) * curves[1:]).sum(0).mean())
@@ -503,7 +523,7 @@ class MetaTrainer:
     def training_record(self, meta_step: int | None = None) -> dict[str, Any]:
         """The ``optizoo.training`` metadata of weight files written by this trainer."""
         cfg = self.config
-        return {
+        record = {
             "task": cfg.task,
             "task_args": cfg.task_args,
             "unroll": cfg.unroll,
@@ -527,6 +547,12 @@ class MetaTrainer:
                 "best_meta_step": self.best_step,
             },
         }
+        if cfg.meta_objective is not None:
+            record["meta_objective"] = dict(cfg.meta_objective)
+            record["selection"]["on"] = "validation loss of held-out problems after eval_horizon"
+        if cfg.rule_seed is not None:
+            record["rule_seed"] = cfg.rule_seed
+        return record
 
     def _save_rule(self, path: Path, state: dict[str, Tensor], meta_step: int | None) -> None:
         from optizoo.zoo.format import save_rule

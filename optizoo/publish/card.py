@@ -79,6 +79,7 @@ _RECORD_KEYS = (
     ("seeds", "seeds"),
     ("selection", "selection"),
     ("run", "run"),
+    ("recipe_file", "recipe file"),
     ("recipe", "recipe"),
 )
 _TABLE_SKIP = {"evaluation", "generalization", "meta_config", "architecture_suite"}
