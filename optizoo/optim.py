@@ -778,12 +778,15 @@ LSTM_RULES = ("lstm", "hierarchical")
 
 
 class LSTMOptimizer(LearnedOptimizer):
-    """The coordinate-wise LSTM optimizer as a drop-in ``torch.optim`` replacement.
+    """The LSTM optimizers of the zoo (per-tensor or coordinate-wise) as a drop-in ``torch.optim``
+    replacement.
 
     Args:
         params: parameters or param groups.
         lr: multiplies the learned update (``1.0`` = as meta-trained).
-        weights: ``"default"`` (the shipped default optimizer), a pretrained name from
+        weights: ``"default"`` (the shipped default, ``lstm-hierarchical``: a per-tensor LSTM
+            steering an AdamW-like update; it refuses FSDP2-sharded parameters, for which
+            ``"lstm-mlp"``, a coordinate-wise LSTM, works), a pretrained name from
             :func:`optizoo.list_pretrained`, a path to a ``.safetensors`` weight file, or ``None``
             for a freshly initialized LSTM (the starting point for meta-training; it does not
             optimize anything well until trained).

@@ -162,7 +162,6 @@ class OptimizerSpec:
             raise TypeError(f"{self.label} is not a learned optimizer")
         if self._rule is None:
             from optizoo import zoo
-
             from optizoo.optim import LSTM_RULES
 
             expect = LSTM_RULES if self.text.split(":")[0] == "lstm" else None

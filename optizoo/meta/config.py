@@ -14,13 +14,16 @@ from typing import Any
 
 from optizoo._validate import is_int, nonnegative_int, positive_finite, positive_int
 
-__all__ = ["VALIDATION_KEYS", "MetaConfig", "check_meta_objective"]
+__all__ = ["LOG_LOSS", "VALIDATION_KEYS", "MetaConfig", "check_meta_objective"]
 
 #: the keys of a validation meta-objective
 VALIDATION_KEYS = ("validation_weight", "train_weight")
+#: ``meta_objective="log_loss"``: the mean log-ratio ``log(f_t / f_0)`` of the training loss,
+#: scale-free, so that no task of a mixture dominates by the size of its loss
+LOG_LOSS = "log_loss"
 
 
-def check_meta_objective(value: Any) -> dict[str, float] | None:
+def check_meta_objective(value: Any) -> dict[str, float] | str | None:
     """Validate a ``meta_objective`` option; returns ``None`` or a dict of two floats.
 
     Raises:
@@ -29,9 +32,11 @@ def check_meta_objective(value: Any) -> dict[str, float] | None:
     """
     if value is None:
         return None
+    if value == LOG_LOSS:
+        return LOG_LOSS
     if not isinstance(value, Mapping):
         raise TypeError(
-            "meta_objective must be None (the training loss) or a dict "
+            'meta_objective must be None (the training loss), "log_loss" or a dict '
             f'{{"validation_weight": a, "train_weight": b}}, got {type(value).__name__}'
         )
     unknown = sorted(set(value) - set(VALIDATION_KEYS))
@@ -86,7 +91,10 @@ class MetaConfig:
             ``{"validation_weight": a, "train_weight": b}``: each truncation's meta-loss is
             ``a`` times the problems' validation loss (``eval_loss``) at its end plus ``b`` times
             the training loss, and the best rule is chosen on the held-out problems' validation
-            loss (:mod:`optizoo.meta.objectives`).
+            loss (:mod:`optizoo.meta.objectives`); or ``"log_loss"``: the weighted mean over a
+            truncation's steps of ``log(f_t / f_0)`` (``f`` floored at 1e-6), scale-free across
+            the tasks of a mixture, and the best rule is chosen on the mean of ``log(f_t / f_0)``
+            over the held-out problems' ``eval_horizon``-step rollouts.
         rule_seed: seed of the rule's initial weights (``torch.manual_seed(rule_seed)`` before the
             rule is built, by ``optizoo train`` and :func:`optizoo.meta.recipe.train_recipe`);
             ``None``: ``seed``. The trainer itself gets a built rule: this field records the
@@ -109,7 +117,7 @@ class MetaConfig:
     second_order: bool = False
     checkpoint_every: int = 100
     device: str = "cpu"
-    meta_objective: dict[str, float] | None = None
+    meta_objective: dict[str, float] | str | None = None
     rule_seed: int | None = None
 
     def __post_init__(self) -> None:

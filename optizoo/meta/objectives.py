@@ -1,11 +1,15 @@
 """Meta-objectives of :class:`~optizoo.meta.MetaTrainer`: what a truncation's meta-loss is and
 what the best rule is chosen on.
 
-Two objectives, selected by :attr:`MetaConfig.meta_objective <optizoo.meta.MetaConfig>`:
+Three objectives, selected by :attr:`MetaConfig.meta_objective <optizoo.meta.MetaConfig>`:
 
 - ``None`` (the default): the **training loss** ``Σ_t w_t f(θ_t) / num_instances`` over each
   truncation (Andrychowicz et al. 2016); the best rule minimises the same sum over an
   ``eval_horizon``-step rollout of the held-out problems.
+- ``"log_loss"``: the **log-ratio** ``log(f_t / f_0)`` of the training loss, weighted like the
+  training loss and divided by the weights' sum: scale-free, so that in a mixture of tasks a
+  language model's loss of 4 nats does not drown a regression's 0.01; the best rule minimises its
+  mean over the held-out problems' ``eval_horizon``-step rollouts.
 - ``{"validation_weight": a, "train_weight": b}``: a **validation** objective. Each
   truncation's meta-loss is ``a · mean_p eval_loss_p(θ_end) + b · (training loss above)``, where
   ``eval_loss`` is the problem's loss on its validation split (e.g. the ``mix`` task's
@@ -28,7 +32,24 @@ from optizoo.meta.unroll import Layout, unroll_flat
 from optizoo.rules.base import UpdateRule
 from optizoo.tasks.base import Problem
 
-__all__ = ["VALIDATION_KEYS", "check_meta_objective", "validation_loss", "validation_rollout"]
+__all__ = [
+    "LOG_FLOOR",
+    "VALIDATION_KEYS",
+    "check_meta_objective",
+    "log_ratios",
+    "validation_loss",
+    "validation_rollout",
+]
+
+#: losses are floored here before the log of the ``"log_loss"`` objective
+LOG_FLOOR = 1e-6
+
+
+def log_ratios(curves: Tensor) -> Tensor:
+    """``log f_t − log f_0`` (``f`` floored at :data:`LOG_FLOOR`) of loss curves ``[T + 1, P]``:
+    ``[T, P]``, what the ``"log_loss"`` objective averages."""
+    logs = curves.clamp_min(LOG_FLOOR).log()
+    return logs[1:] - logs[:1]
 
 
 def validation_loss(problems: Sequence[Problem], layout: Layout, flat: Tensor) -> Tensor:

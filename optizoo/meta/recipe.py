@@ -217,7 +217,8 @@ class Recipe:
             out["common"] = copy.deepcopy(self.common)
         out["stages"] = copy.deepcopy(self.stages)
         if self.meta_objective is not None:
-            out["meta_objective"] = dict(self.meta_objective)
+            obj = self.meta_objective
+            out["meta_objective"] = obj if isinstance(obj, str) else dict(obj)
         out["seed"] = self.seed
         if self.rule_seed is not None:
             out["rule_seed"] = self.rule_seed

@@ -47,7 +47,7 @@ from optizoo._validate import nonnegative_int
 from optizoo.meta import checkpoint as ckpt
 from optizoo.meta import distributed as ddp
 from optizoo.meta import objectives
-from optizoo.meta.config import MetaConfig
+from optizoo.meta.config import LOG_LOSS, MetaConfig
 from optizoo.meta.plots import learning_curve
 from optizoo.meta.unroll import Layout, rollout, unroll_flat
 from optizoo.rules.base import State, UpdateRule, rule_kwargs
@@ -458,8 +458,12 @@ class MetaTrainer:
         processes and detaching stay in :meth:`step`.
         """
         assert self._scale is not None
-        per_step = losses[1:] * self._scale.to(losses.dtype)  # [steps, P], per instance
         w = self._weights[t : t + steps].to(losses.dtype)
+        if self.config.meta_objective == LOG_LOSS:  # scale-free: log f_t - log f_0
+            floor = objectives.LOG_FLOOR
+            per = losses[1:].clamp_min(floor).log() - losses[:1].detach().clamp_min(floor).log()
+            return (w.unsqueeze(1) * per).sum(0).mean() / max(float(w.sum()), 1e-12), {}
+        per_step = losses[1:] * self._scale.to(losses.dtype)  # [steps, P], per instance
         train_term = (w.unsqueeze(1) * per_step).sum(0).mean()
         objective = self.config.meta_objective
         if objective is None:
@@ -484,6 +488,18 @@ class MetaTrainer:
         cfg = self.config
         horizon = cfg.eval_horizon or cfg.horizon
         start_time = time.perf_counter()
+        if cfg.meta_objective == LOG_LOSS:
+            curves = rollout(self.rule, self.eval_set(), horizon)  # [H + 1, P] float64
+            rel = objectives.log_ratios(curves)
+            bad = not bool(torch.isfinite(curves).all())
+            value, final = float(rel.mean()), float(rel[-1].mean())
+            return {
+                "kind": "eval",
+                "meta_step": self.meta_step,
+                "objective": math.inf if bad or not math.isfinite(value) else value,
+                "final_loss": final,
+                "seconds": time.perf_counter() - start_time,
+            }
         if cfg.meta_objective is not None:  # the validation loss at every truncation's end
             value = objectives.validation_rollout(self.rule, self.eval_set(), horizon, cfg.unroll)
             return {
@@ -548,7 +564,8 @@ class MetaTrainer:
             },
         }
         if cfg.meta_objective is not None:
-            record["meta_objective"] = dict(cfg.meta_objective)
+            obj = cfg.meta_objective
+            record["meta_objective"] = obj if isinstance(obj, str) else dict(obj)
             record["selection"]["on"] = "validation loss of held-out problems after eval_horizon"
         if cfg.rule_seed is not None:
             record["rule_seed"] = cfg.rule_seed

@@ -25,7 +25,8 @@ from optizoo.meta.recipe import (
 from optizoo.zoo.format import read_metadata
 from tests.helpers import ROOT
 
-NAMES = ["lstm-mlp", "lstm-quadratic"]
+NAMES = ["lstm-mlp", "lstm-quadratic", "lstm-hierarchical"]
+META_STEPS = {"lstm-mlp": 150, "lstm-quadratic": 3000, "lstm-hierarchical": 500}
 
 
 @pytest.fixture(autouse=True)
@@ -81,7 +82,7 @@ def test_each_shipped_file_records_its_recipe(name):
     assert training["recipe"] == recipe.to_dict() or training["recipe"] == recipe.raw
     assert recipe.rule_name == meta["optizoo.rule"]
     assert recipe.build_rule().config() == meta["optizoo.config"]
-    assert recipe.meta_steps == 150 if name == "lstm-mlp" else recipe.meta_steps == 3000
+    assert recipe.meta_steps == META_STEPS[name]
 
 
 # ---------------------------------------------------------------------- short versions
