@@ -20,9 +20,9 @@ it reports, per size:
 
 Usage::
 
-    python benchmarks/step.py                 # all sizes, markdown table on stdout
-    python benchmarks/step.py --sizes 1e4 1e5 --max-chunk 16384 --json out.json
-    python benchmarks/step.py --rule-config '{"parameterization": "nominal", "cell": "mlp"}'
+    python benchmarks/step_cell.py            # all sizes, markdown table on stdout
+    python benchmarks/step_cell.py --sizes 1e4 1e5 --max-chunk 16384 --json out.json
+    python benchmarks/step_cell.py --rule-config '{"parameterization": "nominal", "cell": "mlp"}'
 
 ``--rule-config`` measures ``LearnedOptimizer(rule=LSTMRule(**config))`` (an option of the LSTM
 rule, random weights) in place of the default ``LSTMOptimizer``.
@@ -33,13 +33,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import time
 
 import torch
+
+# the sibling benchmark (run as ``python benchmarks/step_cell.py``: benchmarks/ is on sys.path)
+from step import matmul_gflops, set_grads, state_bytes, temporaries
 
 import optizoo.rules.parts.cells as cells_module
 from optizoo.optim import LSTMOptimizer
@@ -69,32 +70,6 @@ def make_params(n: int, seed: int = 0) -> list[torch.nn.Parameter]:
         sizes.append(size)
         total += size
     return [torch.nn.Parameter(torch.randn(s, generator=g)) for s in sizes]
-
-
-def set_grads(params: list[torch.nn.Parameter], seed: int = 1) -> None:
-    g = torch.Generator().manual_seed(seed)
-    for p in params:
-        p.grad = torch.randn(p.shape, generator=g) * 1e-3
-
-
-def matmul_gflops(repeats: int = 5, size: int = 2048) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
-    return 2 * size**3 / min(times) / 1e9
-
-
-def state_bytes(opt: torch.optim.Optimizer) -> int:
-    return sum(
-        v.numel() * v.element_size()
-        for st in opt.state.values()
-        for v in st.values()
-        if isinstance(v, torch.Tensor) and v.dim() > 0
-    )
 
 
 def time_steps(opt: torch.optim.Optimizer, repeats: int) -> list[float]:
@@ -195,43 +170,11 @@ def optim_chunk() -> int:
     return _CPU_CHUNK
 
 
-def _peak_rss_child(n: int, max_chunk: int | None) -> None:
-    """Run in a subprocess: print state bytes and the peak-RSS growth caused by stepping."""
-    params = make_params(n)
-    set_grads(params)
-    kwargs = {} if max_chunk is None else {"max_chunk": max_chunk}
-    opt = make_learned(params, **kwargs)
-    opt.step()  # allocates the state (packed, as in real use)
-    for st in opt.state.values():
-        for v in st.values():
-            if isinstance(v, torch.Tensor):
-                v.fill_(0.0)  # touch the pages
-    # reset the high-water mark to the current RSS (Linux), so that the growth below is the
-    # working set of a step beyond the state, not the first step's allocations
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    before = _vm_hwm()
-    for _ in range(2):
-        opt.step()
-    after = _vm_hwm()
-    print(json.dumps({"state": state_bytes(opt), "temporary": max(0, after - before)}))
-
-
-def _vm_hwm() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def chunk_overhead(n: int, max_chunk: int | None) -> float:
-    cmd = [sys.executable, __file__, "--_child", str(n), "--max-chunk", str(max_chunk or 0)]
-    if RULE_CONFIG is not None:
-        cmd += ["--rule-config", json.dumps(RULE_CONFIG)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    r = json.loads(out.strip().splitlines()[-1])
-    return r["temporary"] / r["state"]
+    """Step temporaries over state, measured by ``benchmarks/step.py``'s subprocess (flat layout,
+    the same log-uniform tensor sizes as :func:`make_params`)."""
+    name = "lstm" if RULE_CONFIG is None else "lstm:" + json.dumps(RULE_CONFIG)
+    return temporaries(name, n, "flat", max_chunk)["temp_over_state"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -245,16 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--rule-config", default=None, help="JSON LSTMRule options to measure")
-    ap.add_argument("--_child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     global RULE_CONFIG
     RULE_CONFIG = json.loads(args.rule_config) if args.rule_config else None
     if args.threads:
         torch.set_num_threads(args.threads)
     max_chunk = args.max_chunk or None
-    if args._child is not None:
-        _peak_rss_child(args._child, max_chunk)
-        return 0
 
     # The machine's matmul rate, measured before, between and after the sizes: on a shared
     # machine a single probe can land in a load spike, so the fractions use the best probe.
