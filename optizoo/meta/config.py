@@ -23,8 +23,9 @@ VALIDATION_KEYS = ("validation_weight", "train_weight")
 LOG_LOSS = "log_loss"
 
 
-def check_meta_objective(value: Any) -> dict[str, float] | str | None:
-    """Validate a ``meta_objective`` option; returns ``None`` or a dict of two floats.
+def check_meta_objective(value: Any) -> dict[str, Any] | str | None:
+    """Validate a ``meta_objective`` option; returns ``None``, ``"log_loss"`` or a dict of the
+    two weights (floats) and ``log`` (a bool, default ``False``).
 
     Raises:
         TypeError: not ``None`` or a mapping.
@@ -39,15 +40,15 @@ def check_meta_objective(value: Any) -> dict[str, float] | str | None:
             'meta_objective must be None (the training loss), "log_loss" or a dict '
             f'{{"validation_weight": a, "train_weight": b}}, got {type(value).__name__}'
         )
-    unknown = sorted(set(value) - set(VALIDATION_KEYS))
+    unknown = sorted(set(value) - set(VALIDATION_KEYS) - {"log"})
     missing = [k for k in VALIDATION_KEYS if k not in value]
     if unknown or missing:
         raise ValueError(
-            f"meta_objective needs exactly the keys {list(VALIDATION_KEYS)}"
+            f"meta_objective needs the keys {list(VALIDATION_KEYS)} (and optionally 'log')"
             + (f"; unknown: {unknown}" if unknown else "")
             + (f"; missing: {missing}" if missing else "")
         )
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     for key in VALIDATION_KEYS:
         v = value[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
@@ -55,6 +56,11 @@ def check_meta_objective(value: Any) -> dict[str, float] | str | None:
         out[key] = float(v)
     if out["validation_weight"] == 0 and out["train_weight"] == 0:
         raise ValueError("meta_objective: validation_weight and train_weight are both 0")
+    log = value.get("log", False)
+    if not isinstance(log, bool):
+        raise ValueError(f"meta_objective['log'] must be true or false, got {log!r}")
+    if log:  # recorded only when set, so that existing configs keep their exact form
+        out["log"] = True
     return out
 
 
@@ -91,7 +97,9 @@ class MetaConfig:
             ``{"validation_weight": a, "train_weight": b}``: each truncation's meta-loss is
             ``a`` times the problems' validation loss (``eval_loss``) at its end plus ``b`` times
             the training loss, and the best rule is chosen on the held-out problems' validation
-            loss (:mod:`optizoo.meta.objectives`); or ``"log_loss"``: the weighted mean over a
+            loss (:mod:`optizoo.meta.objectives`); with ``"log": true`` both terms are
+            scale-free: the mean over problems of ``log`` of the validation loss, and the
+            ``"log_loss"`` training term below; or ``"log_loss"``: the weighted mean over a
             truncation's steps of ``log(f_t / f_0)`` (``f`` floored at 1e-6), scale-free across
             the tasks of a mixture, and the best rule is chosen on the mean of ``log(f_t / f_0)``
             over the held-out problems' ``eval_horizon``-step rollouts.
@@ -117,7 +125,7 @@ class MetaConfig:
     second_order: bool = False
     checkpoint_every: int = 100
     device: str = "cpu"
-    meta_objective: dict[str, float] | str | None = None
+    meta_objective: dict[str, Any] | str | None = None
     rule_seed: int | None = None
 
     def __post_init__(self) -> None:

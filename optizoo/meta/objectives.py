@@ -16,7 +16,9 @@ Three objectives, selected by :attr:`MetaConfig.meta_objective <optizoo.meta.Met
   ``validation=k``) at the parameters that end the truncation; the best rule minimises the
   held-out problems' validation loss at the end of every truncation of an ``eval_horizon``-step
   rollout, averaged over truncations. Meta-training for generalization: the rule is rewarded
-  for a low held-out loss of the optimizee, not for fitting its training batches.
+  for a low held-out loss of the optimizee, not for fitting its training batches. With
+  ``"log": true`` the validation term is the mean over problems of ``log eval_loss`` and the
+  training term is the ``"log_loss"`` one: both scale-free, for mixtures of tasks.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ __all__ = [
     "check_meta_objective",
     "log_ratios",
     "validation_loss",
+    "validation_losses",
     "validation_rollout",
+    "validation_term",
 ]
 
 #: losses are floored here before the log of the ``"log_loss"`` objective
@@ -52,9 +56,9 @@ def log_ratios(curves: Tensor) -> Tensor:
     return logs[1:] - logs[:1]
 
 
-def validation_loss(problems: Sequence[Problem], layout: Layout, flat: Tensor) -> Tensor:
-    """Mean over problems of ``problem.eval_loss`` at the parameters ``flat`` ``[n]``
-    (0-dim tensor, keeps the graph).
+def validation_losses(problems: Sequence[Problem], layout: Layout, flat: Tensor) -> Tensor:
+    """``problem.eval_loss`` of every problem at the parameters ``flat`` ``[n]``: ``[P]``
+    (keeps the graph).
 
     Raises:
         ValueError: a problem has no validation split (``eval_loss`` returns ``None``).
@@ -65,15 +69,28 @@ def validation_loss(problems: Sequence[Problem], layout: Layout, flat: Tensor) -
             "a validation meta-objective needs problems with eval_loss (a validation split, e.g. "
             "the mix task's validation=k); use meta_objective=None for the training loss"
         )
-    return torch.stack(losses).mean()
+    return torch.stack(losses)
+
+
+def validation_loss(problems: Sequence[Problem], layout: Layout, flat: Tensor) -> Tensor:
+    """Mean over problems of ``problem.eval_loss`` at the parameters ``flat`` ``[n]``
+    (0-dim tensor, keeps the graph). Raises like :func:`validation_losses`."""
+    return validation_losses(problems, layout, flat).mean()
+
+
+def validation_term(losses: Tensor, log: bool) -> Tensor:
+    """The validation term of the meta-loss from per-problem validation losses ``[P]``: their
+    mean, or with ``log`` the mean of their logs (floored at :data:`LOG_FLOOR`): scale-free, so
+    that a language model's 4 nats do not drown a regression's 0.01 in a mixture."""
+    return losses.clamp_min(LOG_FLOOR).log().mean() if log else losses.mean()
 
 
 def validation_rollout(
-    rule: UpdateRule, problems: Sequence[Problem], horizon: int, unroll: int
+    rule: UpdateRule, problems: Sequence[Problem], horizon: int, unroll: int, log: bool = False
 ) -> float:
     """Roll ``rule`` out for ``horizon`` steps on ``problems`` (no meta-graph) and average the
-    validation loss at the end of every ``unroll``-step truncation: the validation meta-loss,
-    measured held out. ``inf`` if it is not finite."""
+    validation term (:func:`validation_term`) at the end of every ``unroll``-step truncation:
+    the validation meta-loss, measured held out. ``inf`` if it is not finite."""
     problems = list(problems)
     plist = [p.params() for p in problems]
     layout = Layout(plist)
@@ -86,6 +103,6 @@ def validation_rollout(
         flat = flat.detach()
         state = {k: v.detach() for k, v in state.items()}
         with torch.no_grad():
-            values.append(float(validation_loss(problems, layout, flat)))
+            values.append(float(validation_term(validation_losses(problems, layout, flat), log)))
     value = sum(values) / len(values)
     return value if math.isfinite(value) else math.inf

@@ -459,19 +459,22 @@ class MetaTrainer:
         """
         assert self._scale is not None
         w = self._weights[t : t + steps].to(losses.dtype)
-        if self.config.meta_objective == LOG_LOSS:  # scale-free: log f_t - log f_0
+        objective = self.config.meta_objective
+        log = objective == LOG_LOSS or (isinstance(objective, dict) and objective.get("log"))
+        if log:  # scale-free: log f_t - log f_0
             floor = objectives.LOG_FLOOR
             per = losses[1:].clamp_min(floor).log() - losses[:1].detach().clamp_min(floor).log()
-            return (w.unsqueeze(1) * per).sum(0).mean() / max(float(w.sum()), 1e-12), {}
-        per_step = losses[1:] * self._scale.to(losses.dtype)  # [steps, P], per instance
-        train_term = (w.unsqueeze(1) * per_step).sum(0).mean()
-        objective = self.config.meta_objective
-        if objective is None:
+            train_term = (w.unsqueeze(1) * per).sum(0).mean() / max(float(w.sum()), 1e-12)
+        else:
+            per_step = losses[1:] * self._scale.to(losses.dtype)  # [steps, P], per instance
+            train_term = (w.unsqueeze(1) * per_step).sum(0).mean()
+        if objective is None or objective == LOG_LOSS:
             return train_term, {}
         assert self._layout is not None
-        val_term = objectives.validation_loss(problems, self._layout, flat)
+        per_problem = objectives.validation_losses(problems, self._layout, flat)
+        val_term = objectives.validation_term(per_problem, bool(log))
         loss = objective["validation_weight"] * val_term + objective["train_weight"] * train_term
-        return loss, {"validation_loss": float(val_term.detach())}
+        return loss, {"validation_loss": float(per_problem.detach().mean())}
 
     # ------------------------------------------------------------------ evaluation
 
@@ -501,7 +504,13 @@ class MetaTrainer:
                 "seconds": time.perf_counter() - start_time,
             }
         if cfg.meta_objective is not None:  # the validation loss at every truncation's end
-            value = objectives.validation_rollout(self.rule, self.eval_set(), horizon, cfg.unroll)
+            value = objectives.validation_rollout(
+                self.rule,
+                self.eval_set(),
+                horizon,
+                cfg.unroll,
+                log=bool(cfg.meta_objective.get("log")),
+            )
             return {
                 "kind": "eval",
                 "meta_step": self.meta_step,

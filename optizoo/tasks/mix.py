@@ -20,7 +20,8 @@ meta-objective therefore sees the *unscaled* loss, relative to the initial loss 
 ``normalize`` (so that tasks of very different loss magnitudes weigh alike in one meta-batch).
 ``eval_loss`` (the test split) is never rescaled.
 
-``validation=k`` (classifier tasks only) moves the last ``k`` training examples into the
+``validation=k`` (every supervised task: classifiers, autoencoder, transformer LM, RNN, tabular)
+moves the last ``k`` training examples (or, for a float in (0, 1), that fraction) into the
 problem's ``eval_loss`` split: the problem then trains on the remaining examples and its
 ``eval_loss`` is a *validation* loss. A meta-objective on it (see
 ``scripts/train_lstm_generalist.py``) rewards generalization without ever touching the test split
@@ -29,7 +30,6 @@ that :mod:`optizoo.compare.evaluate` reports.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -82,8 +82,9 @@ class MixTask(Task):
             ``[1, 1]`` disables rescaling.
         normalize: divide each problem's meta-objective by its initial loss (one forward pass
             at sampling time).
-        validation: number of training examples moved into a validation split that replaces
-            the test split of classifier problems (0: keep the task's own split).
+        validation: training examples moved into a validation split that replaces the test
+            split of every supervised problem: a count, or a fraction in (0, 1) of each
+            problem's training examples (0: keep the task's own split).
     """
 
     name: ClassVar[str] = "mix"
@@ -93,7 +94,7 @@ class MixTask(Task):
         tasks: Sequence[Mapping[str, Any]],
         rescale: Sequence[float] = (1.0, 1.0),
         normalize: bool = False,
-        validation: int = 0,
+        validation: int | float = 0,
     ) -> None:
         from optizoo import tasks as registry
 
@@ -131,10 +132,13 @@ class MixTask(Task):
             raise ValueError(f"rescale must be [lo, hi] with 0 < lo <= hi, got {rescale!r}")
         self.rescale = (float(rescale[0]), float(rescale[1]))
         self.normalize = bool(normalize)
-        if not (
-            isinstance(validation, int) and not isinstance(validation, bool) and validation >= 0
-        ):
-            raise ValueError(f"validation must be a non-negative int, got {validation!r}")
+        fraction = isinstance(validation, float) and 0.0 < validation < 1.0
+        count = isinstance(validation, int) and not isinstance(validation, bool) and validation >= 0
+        if not (fraction or count):
+            raise ValueError(
+                "validation must be a non-negative int (examples) or a float in (0, 1) (a "
+                f"fraction of each problem's training examples), got {validation!r}"
+            )
         self.validation = validation
         w = torch.tensor([c["weight"] for c in self.components], dtype=torch.float64)
         self._cdf = (w.cumsum(0) / w.sum()).tolist()
@@ -173,32 +177,16 @@ class MixTask(Task):
         return ScaledProblem(inner, scale, component=index, norm=norm)
 
 
-def _with_validation_split(problem: Problem, k: int) -> Problem:
-    """The classifier ``problem`` trained on all but its last ``k`` training examples, with those
-    ``k`` as its ``eval_loss`` split (same initial weights and minibatch seed)."""
-    from optizoo.tasks.mlp import ClassifierProblem
-
-    if not isinstance(problem, ClassifierProblem):
+def _with_validation_split(problem: Problem, validation: int | float) -> Problem:
+    """``problem.validation_split(k)``: ``k = validation`` examples, or that fraction of the
+    problem's training examples (at least 1) when ``validation`` is a float in (0, 1)."""
+    split = getattr(problem, "validation_split", None)
+    if split is None:
         raise ValueError(
-            f"validation splits need classifier problems (mlp, conv), got {type(problem).__name__}"
+            "validation splits need supervised problems (mlp, conv, autoencoder, transformer_lm, "
+            f"rnn, tabular), got {type(problem).__name__}"
         )
-    data = problem.data
-    n = int(data.y_train.shape[0])
-    if not 0 < k < n:
-        raise ValueError(f"validation={k} must be between 1 and {n - 1} for this task's data")
-    split = dataclasses.replace(
-        data,
-        x_train=data.x_train[: n - k],
-        y_train=data.y_train[: n - k],
-        x_test=data.x_train[n - k :],
-        y_test=data.y_train[n - k :],
-    )
-    return ClassifierProblem(
-        split,
-        problem._forward,
-        problem._init,
-        problem._make_model,
-        problem.batch_size,
-        problem.seed,
-        flatten=problem._x_train.dim() == 2,
-    )
+    if isinstance(validation, float):
+        n = int(problem.num_train)  # type: ignore[attr-defined]
+        return split(max(1, round(validation * n)))  # type: ignore[no-any-return]
+    return split(validation)  # type: ignore[no-any-return]

@@ -17,6 +17,7 @@ run on one problem see the same batches. ``loss`` is the mean cross-entropy over
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import os
@@ -185,6 +186,39 @@ class ClassifierProblem(Problem):
     def eval_loss(self, params: Params) -> Tensor:
         """Mean cross-entropy over the whole test split (gradients flow; wrap in no_grad)."""
         return F.cross_entropy(self._forward(params, self._x_test), self._y_test)
+
+    @property
+    def num_train(self) -> int:
+        """Training examples this problem draws its minibatches from."""
+        return int(self._y_train.shape[0])
+
+    def validation_split(self, k: int) -> ClassifierProblem:
+        """This problem trained on all but its last ``k`` training examples, with those ``k`` as
+        its ``eval_loss`` split (same initial weights and minibatch seed).
+
+        Raises:
+            ValueError: ``k`` is not between 1 and the number of training examples − 1.
+        """
+        data = self.data
+        n = int(data.y_train.shape[0])
+        if not 0 < k < n:
+            raise ValueError(f"validation={k} must be between 1 and {n - 1} for this task's data")
+        split = dataclasses.replace(
+            data,
+            x_train=data.x_train[: n - k],
+            y_train=data.y_train[: n - k],
+            x_test=data.x_train[n - k :],
+            y_test=data.y_train[n - k :],
+        )
+        return ClassifierProblem(
+            split,
+            self._forward,
+            self._init,
+            self._make_model,
+            self.batch_size,
+            self.seed,
+            flatten=self._x_train.dim() == 2,
+        )
 
     def accuracy(self, params: Params, split: str = "test") -> float:
         """Fraction of ``split`` (``"test"`` or ``"train"``) classified correctly."""

@@ -191,6 +191,28 @@ class ModuleProblem(Problem):
         """Mean loss over the whole test split (gradients flow; wrap in no_grad)."""
         return self._loss_fn(self.outputs(params, self._x_test), self._y_test)
 
+    def validation_split(self, k: int) -> ModuleProblem:
+        """This problem trained on all but its last ``k`` training examples, with those ``k`` as
+        its ``eval_loss`` split (same initial weights, loss and minibatch seed): a validation
+        loss for meta-training that never touches the test split.
+
+        Raises:
+            ValueError: ``k`` leaves no training example, or fewer than a minibatch.
+        """
+        n = self.num_train
+        if not 0 < k < n:
+            raise ValueError(f"validation={k} must be between 1 and {n - 1} for this task's data")
+        if self.batch_size is not None and self.batch_size > n - k:
+            raise ValueError(
+                f"validation={k} leaves {n - k} training examples, fewer than the batch size "
+                f"{self.batch_size}; use a smaller validation split"
+            )
+        x, y = self._x_train, self._y_train
+        split = SupervisedData(x[: n - k], y[: n - k], x[n - k :], y[n - k :])
+        return ModuleProblem(
+            self._module, self._init, split, self._loss_fn, self.batch_size, self.seed
+        )
+
 
 def check_sizes(value: object, name: str, *, allow_empty: bool = True) -> tuple[int, ...]:
     """``value`` (an int or a sequence of positive ints) as a tuple of ints."""

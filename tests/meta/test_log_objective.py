@@ -58,3 +58,70 @@ def test_a_short_fit_with_the_log_objective_runs_and_records_it():
 def test_unknown_objective_names_are_refused():
     with pytest.raises((TypeError, ValueError), match="log_loss"):
         MetaConfig(meta_objective="log")
+
+
+# ---------------------------------------------------------------------- the log validation objective
+
+
+def _validation_trainer(**objective):
+    task_args = {
+        "tasks": [
+            {"task": "tabular", "args": {"dataset": "friedman", "hidden": [4], "batch_size": 8}},
+            {"task": "mlp", "args": {"hidden": [4], "batch_size": 16}},
+        ],
+        "validation": 0.2,
+    }
+    return MetaTrainer(
+        Adam(lr=0.01),
+        "mix",
+        task_args=task_args,
+        unroll=3,
+        horizon=6,
+        eval_problems=2,
+        problems_per_step=2,
+        seed=4,
+        eval_every=0,
+        checkpoint_every=0,
+        verbose=False,
+        meta_objective=objective,
+    )
+
+
+def test_log_validation_meta_loss_is_the_mean_log_validation_loss():
+    """train_weight 0: the meta-loss is mean_p log eval_loss_p at the truncation's end, which a
+    rollout of the same problems from the same start recomputes."""
+    trainer = _validation_trainer(validation_weight=1.0, train_weight=0.0, log=True)
+    row = trainer.step()
+    # by hand: the same 2 problems, 3 steps of Adam(lr=0.01), then the log of each eval_loss
+    problems = trainer._problems
+    logs = []
+    for p in problems:
+        params = {k: v.clone().requires_grad_(True) for k, v in p.params().items()}
+        opt = torch.optim.Adam(params.values(), lr=0.01)
+        for s in range(3):
+            opt.zero_grad()
+            p.loss(params, s).backward()
+            opt.step()
+        with torch.no_grad():
+            logs.append(math.log(float(p.eval_loss(params))))
+    assert row["meta_loss"] == pytest.approx(sum(logs) / len(logs), rel=1e-4)
+    assert trainer.training_record()["meta_objective"]["log"] is True
+
+
+def test_log_validation_is_scale_free_and_plain_validation_is_not():
+    a = _validation_trainer(validation_weight=1.0, train_weight=1.0, log=True)
+    a.step()
+    problems = a._problems
+    flat = a._layout.flatten([p.params() for p in problems])
+    losses = torch.rand(4, 2, dtype=torch.float64) + 0.5
+    a._scale = torch.ones(2, dtype=torch.float64)
+    base, _ = a.meta_loss(losses, problems, flat, t=0, steps=3)
+    scaled, _ = a.meta_loss(losses * torch.tensor([10.0, 0.1]), problems, flat, t=0, steps=3)
+    assert float(base) == pytest.approx(float(scaled), rel=1e-12)
+
+
+def test_the_log_key_is_checked():
+    with pytest.raises(ValueError, match="true or false"):
+        MetaConfig(meta_objective={"validation_weight": 1.0, "train_weight": 0.0, "log": 1})
+    plain = MetaConfig(meta_objective={"validation_weight": 1.0, "train_weight": 0.0, "log": False})
+    assert plain.meta_objective == {"validation_weight": 1.0, "train_weight": 0.0}
