@@ -284,6 +284,27 @@ def draw_figure(path: Path, name: str, out: Path) -> Path | None:
     return c.plot(out, title=f"{name} vs tuned baselines on {settings['task']}")
 
 
+#: caption of a card's architecture-suite figure (``docs/zoo/NAME-suite.png``)
+SUITE_CAPTION = "Architecture suite: test loss relative to each baseline, per task and budget"
+
+
+def suite_figure_path(root: Path, name: str) -> Path:
+    return root / "docs" / "zoo" / f"{name}-suite.png"
+
+
+def draw_suite_figure(path: Path, name: str, out: Path) -> Path | None:
+    """The forest plot of the architecture-suite cells recorded in the weight file at ``path``
+    (``None``: the file records no suite run). Drawn from the metadata alone: nothing is rerun."""
+    from optizoo.compare.plots import plot_suite_summary
+    from optizoo.zoo.format import read_metadata
+
+    training = read_metadata(path).get("optizoo.training") or {}
+    cells = (training.get("architecture_suite") or {}).get("cells")
+    if not cells:
+        return None
+    return plot_suite_summary(cells, out, title=f"{name} on the architecture suite")
+
+
 def build(root: Path = ROOT, *, include_plugins: bool = False) -> dict[Path, str]:
     """``{path: text}`` of every generated page (nothing is written)."""
     from optizoo.errors import WeightsError
@@ -301,10 +322,12 @@ def build(root: Path = ROOT, *, include_plugins: bool = False) -> dict[Path, str
     pages = {docs / "zoo.md": GUIDE.replace("{listing}", _listing(entries, default))}
     for name, (path, source) in entries.items():
         figure = docs / "zoo" / f"{name}.png"
+        suite = suite_figure_path(root, name)
         pages[docs / "zoo" / f"{name}.md"] = card_for_file(
             path,
             name=name,
             figure=figure.name if figure.is_file() else None,
+            figures=[(SUITE_CAPTION, suite.name)] if suite.is_file() else (),
             load_path=f"path/to/{name}.safetensors",
             source=source + (" (the default)" if name == default else ""),
         )
@@ -328,6 +351,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, path in entries.items():
             done = draw_figure(path, name, ROOT / "docs" / "zoo" / f"{name}.png")
             print(f"{name}: {'drew ' + str(done) if done else 'no recorded comparison'}")
+    if not args.check:  # the suite figures come from the files' metadata: cheap, always drawn
+        for name, path in _shipped().items():
+            drawn = draw_suite_figure(path, name, suite_figure_path(ROOT, name))
+            if drawn:
+                print(f"{name}: drew {drawn.relative_to(ROOT)}")
     pages = build(include_plugins=args.include_plugins)
     stale = [p for p, text in pages.items() if not p.is_file() or p.read_text() != text]
     if args.check:

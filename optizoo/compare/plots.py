@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "curve_with_band",
     "plot_comparison",
     "plot_evaluation",
+    "plot_suite_summary",
     "plot_suite_task",
     "save_figure",
 ]
@@ -233,3 +235,82 @@ def plot_suite_task(
         title_fontsize="x-small",
     )
     return save_figure(fig, path)
+
+
+#: verdict colours of :func:`plot_suite_summary`
+_VERDICT_COLOURS = {"better": "tab:green", "worse": "tab:red"}
+
+
+def plot_suite_summary(
+    cells: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    baselines: Sequence[tuple[str, str]] = (
+        ("adam", "tuned Adam"),
+        ("adamw", "tuned AdamW"),
+        ("adamw-default", "AdamW at torch defaults"),
+    ),
+    title: str | None = None,
+    limit: float = 3.0,
+) -> Path:
+    """A forest plot of architecture-suite verdicts: one panel per baseline, one row per
+    (task, budget) cell, the paired difference of mean test loss relative to the baseline's
+    ``(optimizer − baseline) / baseline`` with its 95% interval; green where better, red where
+    worse, grey where the interval covers 0. Left of 0 is better. Relative values beyond
+    ``±limit`` are drawn at the edge (arrow).
+
+    Args:
+        cells: suite cells as in :meth:`optizoo.compare.suite.SuiteReport.to_json` (``task``,
+            ``budget``, ``baseline``, ``baseline_loss``, ``difference``, ``verdict``): a
+            report's or a weight file's ``training["architecture_suite"]["cells"]``.
+        path: where to write the figure.
+        baselines: ``(key, label)`` of the panels, in order; keys without cells are skipped.
+
+    Raises:
+        ValueError: no cell belongs to any of ``baselines``.
+    """
+    panels = [(k, lab) for k, lab in baselines if any(c.get("baseline") == k for c in cells)]
+    if not panels:
+        raise ValueError(f"no suite cells for the baselines {[k for k, _ in baselines]}")
+    rows = list(dict.fromkeys((str(c["task"]), int(c["budget"])) for c in cells))
+    fig = _new_figure(len(panels), 1, size=(3.6, 0.9 + 0.22 * len(rows)))
+    for i, (key, label) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        by = {(str(c["task"]), int(c["budget"])): c for c in cells if c.get("baseline") == key}
+        for y, row in enumerate(rows):
+            c = by.get(row)
+            if c is None:
+                continue
+            base = float(c["baseline_loss"]["mean"])
+            d = c["difference"]
+            mid, lo, hi = (float(d[k]) / base for k in ("mean", "low", "high"))
+            colour = _VERDICT_COLOURS.get(str(c.get("verdict")), "0.45")
+            clipped = [min(max(v, -limit), limit) for v in (mid, lo, hi)]
+            ax.plot(clipped[1:], [y, y], color=colour, linewidth=1.5)
+            marker = ">" if mid > limit else "<" if mid < -limit else "o"
+            ax.plot([clipped[0]], [y], marker=marker, color=colour, markersize=4)
+        ax.axvline(0.0, color="0.3", linewidth=0.8)
+        ax.set_xlim(-1.05, limit * 1.05)
+        ax.set_xticks([-1.0, 0.0, *np.arange(1.0, limit + 0.5, 1.0)])
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels([f"{t} {b}" for t, b in rows] if i == 0 else [], fontsize="x-small")
+        ax.xaxis.set_major_formatter(_percent_formatter())
+        ax.tick_params(axis="x", labelsize="x-small")
+        verdicts = [str(c.get("verdict")) for c in by.values()]
+        ax.set_title(
+            f"vs {label}: better {verdicts.count('better')}, worse {verdicts.count('worse')}"
+            f" of {len(verdicts)}",
+            fontsize="small",
+        )
+        ax.set_xlabel("relative difference in test loss (left: better)", fontsize="x-small")
+        ax.grid(True, axis="x", alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize="small")
+    return save_figure(fig, path)
+
+
+def _percent_formatter() -> Any:
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _pos: f"{v:+.0%}" if v else "0")

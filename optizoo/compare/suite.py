@@ -206,6 +206,11 @@ class SuiteSettings:
             "torch_version": self.torch_version,
         }
 
+    def matches(self, other: SuiteSettings) -> bool:
+        """Equal settings, grid values compared to 1e-9 relative: a grid recomputed by another
+        numpy (``np.logspace`` may differ in the last bit) still matches saved runs."""
+        return _same(self.to_json(), other.to_json())
+
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> SuiteSettings:
         return cls(
@@ -218,6 +223,21 @@ class SuiteSettings:
             tuple((float(a), float(b)) for a, b in d["adamw_grid"]),
             str(d["torch_version"]),
         )
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Structural equality of JSON-like values, floats equal to 1e-9 relative."""
+    if isinstance(a, float) or isinstance(b, float):
+        return (
+            isinstance(a, (int, float))
+            and isinstance(b, (int, float))
+            and math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
+        )
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return bool(a == b)
 
 
 @dataclass
@@ -807,7 +827,7 @@ def baselines_for(
     different ``tasks``). Returns the baselines and whether any task was computed.
     """
     if isinstance(baselines, SuiteBaselines):
-        if baselines.settings != settings:
+        if not baselines.settings.matches(settings):
             raise ValueError(
                 "the given baselines were run with other suite settings (tasks, budgets, seeds, "
                 "grids or torch version); run them again for these settings"
@@ -825,7 +845,7 @@ def baselines_for(
         path = None if folder is None else folder / f"{t.name}.json"
         if path is not None and path.is_file():
             saved = SuiteBaselines.from_json(path)
-            if saved.settings == single:
+            if saved.settings.matches(single):
                 results[t.name] = saved.results[t.name]
                 continue
         fresh = run_baselines(single, device=device, threads=threads, verbose=verbose)

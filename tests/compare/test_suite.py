@@ -8,6 +8,7 @@ on the same seeds gives a zero difference".
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -28,6 +29,7 @@ from optizoo.compare.suite import (
     Cell,
     SuiteBaselines,
     SuiteReport,
+    SuiteSettings,
     count_verdicts,
     evaluate_architectures,
 )
@@ -257,3 +259,23 @@ def test_evaluate_points_to_the_suite_runner_and_cli(tmp_path) -> None:
 def test_bad_arguments(kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
         evaluate_architectures("adam", **{**TINY, **kwargs})
+
+
+def test_saved_baselines_match_a_grid_that_differs_in_the_last_bit(tmp_path) -> None:
+    """np.logspace of another numpy may differ by an ulp: the saved runs are still reused; a
+    grid that really differs is not."""
+    folder = tmp_path / "baselines"
+    first = evaluate_architectures("adam:lr=0.01", baselines=folder, **TINY)
+    path = folder / "wine-mlp.json"
+    data = json.loads(path.read_text())
+    data["settings"]["adam_grid"] = [math.nextafter(g, 1.0) for g in data["settings"]["adam_grid"]]
+    path.write_text(json.dumps(data))
+    again = evaluate_architectures("adam:lr=0.01", baselines=folder, **TINY)
+    assert again.baseline_seconds == 0.0 and again.table() == first.table()
+    s = first.baselines.settings
+    assert s.matches(SuiteSettings.from_json(data["settings"]))
+    bumped = dict(
+        data["settings"], adam_grid=[g * (1 + 1e-6) for g in data["settings"]["adam_grid"]]
+    )
+    assert not s.matches(SuiteSettings.from_json(bumped))
+    assert not s.matches(dataclasses.replace(s, seeds=s.seeds[:1]))

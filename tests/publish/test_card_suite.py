@@ -62,3 +62,30 @@ def test_summary_phrase_uses_the_suite():
     assert summary_phrase(_training()) == (
         "architecture suite vs Adam (tuned lr): better in 1 of 2 cells, worse in 1"
     )
+
+
+def test_the_suite_figure_is_drawn_from_the_cells(tmp_path):
+    import matplotlib.image as mpimg
+    import pytest
+
+    from optizoo.compare.plots import plot_suite_summary
+
+    cells = _training()["architecture_suite"]["cells"]
+    out = plot_suite_summary(cells, tmp_path / "s.png", title="g")
+    image = mpimg.imread(out)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 300
+    # one panel per baseline that has cells: two here, so narrower than with all three
+    three = cells + [dict(cells[0], baseline="adamw")]
+    wide = mpimg.imread(plot_suite_summary(three, tmp_path / "w.png"))
+    assert wide.shape[1] > image.shape[1] * 1.3
+    with pytest.raises(ValueError, match="no suite cells"):
+        plot_suite_summary(cells, tmp_path / "x.png", baselines=[("sgd", "SGD")])
+
+
+def test_a_card_links_its_suite_figure_when_present(load_script, tmp_path):
+    build_zoo_docs = load_script("build_zoo_docs")
+    meta = {"optizoo.training": _training(), "optizoo.rule": "hierarchical", "optizoo.config": {}}
+    card = model_card(
+        meta, name="g", sha256="0" * 64, figures=[(build_zoo_docs.SUITE_CAPTION, "g-suite.png")]
+    )
+    assert "![Architecture suite" in card and "(g-suite.png)" in card
