@@ -75,7 +75,7 @@ def test_the_suite_figure_is_drawn_from_the_cells(tmp_path):
     image = mpimg.imread(out)
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 300
     # one panel per baseline that has cells: two here, so narrower than with all three
-    three = cells + [dict(cells[0], baseline="adamw")]
+    three = [*cells, dict(cells[0], baseline="adamw")]
     wide = mpimg.imread(plot_suite_summary(three, tmp_path / "w.png"))
     assert wide.shape[1] > image.shape[1] * 1.3
     with pytest.raises(ValueError, match="no suite cells"):
