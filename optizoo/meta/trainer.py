@@ -185,6 +185,12 @@ class MetaTrainer:
             raise TypeError(
                 f"pass either config= or keyword options, not both (got {sorted(options)})"
             )
+        if config.stages is not None:
+            raise ValueError(
+                "this config has stages (a curriculum of runs); run it with "
+                "optizoo.meta.fit_stages(rule, config, out_dir), or give one stage's config "
+                "(config.stage_configs()[i])"
+            )
         self.config = config
         self.rank, self.world_size = ddp.world()
         if config.problems_per_step % self.world_size:
