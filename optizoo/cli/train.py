@@ -12,8 +12,15 @@ checkpoint yet). ``--config FILE.json`` gives any option as a JSON object (keys 
 :class:`~optizoo.meta.MetaConfig` plus ``rule``, ``rule_config``, ``meta_steps``, ``out``);
 flags given on the command line override it.
 
-A **recipe** (a JSON file with ``stages``, see :mod:`optizoo.meta.recipe`) rebuilds a weight file
-from its seed: ``optizoo train --config configs/recipes/lstm-mlp.json --out runs/mlp [--resume]
+A ``--config`` with ``stages`` (a curriculum, :attr:`MetaConfig.stages
+<optizoo.meta.MetaConfig>`) runs them one after the other (:func:`optizoo.meta.fit_stages`):
+``stage{i}/`` in ``--out`` holds each stage's run, ``best_rule.safetensors`` the last stage's best
+rule; the stages fix the meta-steps (no ``--meta-steps``), flags may set the top-level options no
+stage sets, and ``--resume`` continues an interrupted stage.
+
+A **recipe** (a JSON file with ``stages`` that names its rule by ``rule_name`` and ``rule`` and its
+task by ``{"name", "args"}``, see :mod:`optizoo.meta.recipe`) rebuilds a weight file from its
+seed: ``optizoo train --config configs/recipes/lstm-mlp.json --out runs/mlp [--resume]
 [--seed N]`` (from a checkout), or ``optizoo train --recipe lstm-mlp --out runs/mlp`` (the copy
 inside the installed package; ``--config configs/recipes/NAME.json`` falls back to it when no such
 file exists). The recipe fixes every option: only ``--out``, ``--seed``, ``--device``,
@@ -38,6 +45,8 @@ _CONFIG_FLAGS = (
     "checkpoint_every", "device",
 )  # fmt: skip
 _EXTRA_KEYS = ("rule", "rule_config", "meta_steps", "out")
+#: keys only a recipe has (a plain config names its rule by "rule" and its task by a string)
+_RECIPE_ONLY = ("rule_name", "common", "description")
 
 
 def _json_arg(text: str) -> Any:
@@ -147,6 +156,28 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def _given(args: argparse.Namespace) -> list[str]:
+    """The options given as flags (their dests)."""
+    return [key for key in (*_CONFIG_FLAGS, *_EXTRA_KEYS) if getattr(args, key, None) is not None]
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _is_recipe(data: Any) -> bool:
+    """Whether a ``--config`` JSON object is a recipe (:mod:`optizoo.meta.recipe`) rather than
+    MetaConfig options: it has ``stages`` and a recipe's own keys (``rule_name``, ``common``,
+    ``description``), or gives ``task`` or ``rule`` as a JSON object."""
+    if not isinstance(data, dict) or "stages" not in data:
+        return False
+    return (
+        any(key in data for key in _RECIPE_ONLY)
+        or isinstance(data.get("task"), dict)
+        or isinstance(data.get("rule"), dict)
+    )
+
+
 def _recipe_spec(args: argparse.Namespace) -> str | None:
     """The recipe to run (a file or a shipped name), or ``None`` for a plain ``train``."""
     from optizoo.meta.recipe import shipped_recipes
@@ -163,7 +194,7 @@ def _recipe_spec(args: argparse.Namespace) -> str | None:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             return None  # reported by _options
-        return str(path) if isinstance(data, dict) and "stages" in data else None
+        return str(path) if _is_recipe(data) else None
     stem = path.name[: -len(".json")] if path.name.endswith(".json") else path.name
     return str(path) if stem in shipped_recipes() else None
 
@@ -172,11 +203,7 @@ def _run_recipe(args: argparse.Namespace, spec: str) -> int:
     from optizoo.cli.args import check_device
     from optizoo.meta.recipe import load_recipe, train_recipe
 
-    fixed = [
-        "--" + key.replace("_", "-")
-        for key in (*_CONFIG_FLAGS, *_EXTRA_KEYS)
-        if key not in ("seed", "device", "out") and getattr(args, key, None) is not None
-    ]
+    fixed = [_flag(key) for key in _given(args) if key not in ("seed", "device", "out")]
     if fixed:
         raise _Refused(
             f"{', '.join(fixed)} cannot go with a recipe ({spec}): the recipe fixes them; edit a "
@@ -227,6 +254,8 @@ def _run(args: argparse.Namespace) -> int:
     if spec is not None:
         return _run_recipe(args, spec)
     options = _options(args)
+    if options.get("stages") is not None:
+        return _run_stages(args, options)
     given_rule = {k: options.pop(k) for k in ("rule", "rule_config") if k in options}
     meta_steps = options.pop("meta_steps", None)
     out = options.pop("out", None)
@@ -274,4 +303,58 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if created and dist.is_initialized():
             dist.destroy_process_group()
+    return 0
+
+
+def _run_stages(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    """``--config`` with ``stages``: :func:`optizoo.meta.fit_stages`, the final rule in
+    ``--out/best_rule.safetensors``."""
+    import torch
+
+    from optizoo import rules, tasks
+    from optizoo.cli.args import check_device
+    from optizoo.meta.checkpoint import BEST_RULE_NAME
+    from optizoo.meta.config import MetaConfig
+    from optizoo.meta.stages import fit_stages
+
+    if "meta_steps" in options:
+        raise _Refused(
+            "a config with stages fixes the meta-steps of each stage (its 'meta_steps'); drop "
+            "--meta-steps / 'meta_steps'"
+        )
+    stages = options["stages"]
+    staged = (
+        {k for s in stages if isinstance(s, dict) for k in s} if isinstance(stages, list) else set()
+    )
+    clash = [_flag(k) for k in _given(args) if k in staged and k != "device"]
+    if clash:
+        raise _Refused(
+            f"{', '.join(clash)} would be overridden by the stages that set it; edit the stages "
+            "of the config instead"
+        )
+    given_rule = {k: options.pop(k) for k in ("rule", "rule_config") if k in options}
+    out = options.pop("out", None)
+    if out is None:
+        raise _Refused("give --out DIR for the stages' run folder")
+    if args.resume and args.overwrite:
+        raise _Refused("--resume and --overwrite exclude each other")
+    check_device(args.device)
+    config = MetaConfig.from_dict(options)
+    tasks.build(config.task, **config.task_args)  # unknown task or arguments: refused now
+    # the rule's initial weights come from the config's rule seed (--seed, unless rule_seed is set)
+    torch.manual_seed(config.initial_rule_seed)
+    rule = rules.build(given_rule.get("rule", "lstm"), given_rule.get("rule_config") or {})
+    verbose = not args.quiet
+    result = fit_stages(
+        rule, config, out, resume=args.resume, overwrite=args.overwrite, verbose=verbose,
+        device=args.device,
+    )  # fmt: skip
+    path = result.save(Path(out) / BEST_RULE_NAME)
+    if verbose:
+        last = result.results[-1]
+        print(
+            f"{len(result.results)} stage(s), {result.training['meta_steps']} meta-steps: the last "
+            f"stage's best held-out objective {last['best_objective']:.6g} at its meta-step "
+            f"{last['best_meta_step']}; wrote {path} (each stage's run in {out}/stage*/)"
+        )
     return 0

@@ -5,6 +5,8 @@
 - :class:`MetaTrainer` and its :class:`MetaConfig`: truncated BPTT with Adam, held-out selection,
   atomic checkpoints and bit-identical :meth:`MetaTrainer.resume`, data-parallel under
   ``torchrun``.
+- :func:`fit_stages`: a :class:`MetaConfig` with ``stages`` (a curriculum), one MetaTrainer run
+  per stage, with the same checkpoints and resume.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from optizoo.meta.checkpoint import CheckpointError
 from optizoo.meta.config import MetaConfig
 from optizoo.meta.plots import learning_curve
+from optizoo.meta.stages import StagesResult, fit_stages
 from optizoo.meta.trainer import MetaTrainer
 from optizoo.meta.unroll import Layout, UnrollResult, rollout, unroll
 from optizoo.seeds import problem_seeds
@@ -21,7 +24,9 @@ __all__ = [
     "Layout",
     "MetaConfig",
     "MetaTrainer",
+    "StagesResult",
     "UnrollResult",
+    "fit_stages",
     "learning_curve",
     "problem_seeds",
     "rollout",

@@ -6,21 +6,32 @@ checkpoint. Guide: ``docs/meta-training.md``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from optizoo._validate import is_int, nonnegative_int, positive_finite, positive_int
 
-__all__ = ["LOG_LOSS", "VALIDATION_KEYS", "MetaConfig", "check_meta_objective"]
+__all__ = [
+    "LOG_LOSS",
+    "STAGE_SEED_STRIDE",
+    "VALIDATION_KEYS",
+    "MetaConfig",
+    "check_meta_objective",
+]
 
 #: the keys of a validation meta-objective
 VALIDATION_KEYS = ("validation_weight", "train_weight")
 #: ``meta_objective="log_loss"``: the mean log-ratio ``log(f_t / f_0)`` of the training loss,
 #: scale-free, so that no task of a mixture dominates by the size of its loss
 LOG_LOSS = "log_loss"
+#: stage ``i`` of a staged config runs with the seed ``seed + STAGE_SEED_STRIDE * i``
+STAGE_SEED_STRIDE = 1000
+#: fields set once for all stages (a stage may not override them)
+_RUN_FIELDS = ("task", "task_args", "seed", "rule_seed", "stages")
 
 
 def check_meta_objective(value: Any) -> dict[str, Any] | str | None:
@@ -107,6 +118,18 @@ class MetaConfig:
             rule is built, by ``optizoo train`` and :func:`optizoo.meta.recipe.train_recipe`);
             ``None``: ``seed``. The trainer itself gets a built rule: this field records the
             seed so that a run is rebuilt from its config alone (:attr:`initial_rule_seed`).
+        stages: ``None`` (default): one run of :meth:`MetaTrainer.fit
+            <optizoo.meta.MetaTrainer.fit>`; or a curriculum, a list of stages, each a dict of
+            the fields above that the stage overrides plus ``meta_steps`` (its number of
+            meta-steps), e.g. ``[{"unroll": 20, "horizon": 100, "meta_steps": 500},
+            {"unroll": 50, "horizon": 500, "meta_steps": 200, "meta_lr": 1e-3}]``. The other
+            fields are the stages' defaults; ``task``, ``task_args``, ``seed`` and ``rule_seed``
+            are set once, at the top level. Stage ``i`` runs with the seed ``seed + 1000 · i``
+            and starts from the previous stage's best rule with a fresh meta-optimizer
+            (:meth:`stage_configs`; run by :func:`optizoo.meta.fit_stages`, ``optizoo train
+            --config``). Every stage's config is validated when the config is built; the
+            top-level ``unroll``/``horizon``/``loss_weights`` are only checked together in each
+            stage (a stage may change the horizon the weights refer to).
     """
 
     task: str = "quadratic"
@@ -127,17 +150,47 @@ class MetaConfig:
     device: str = "cpu"
     meta_objective: dict[str, Any] | str | None = None
     rule_seed: int | None = None
+    stages: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         for name in ("unroll", "horizon", "problems_per_step", "eval_problems"):
             positive_int(getattr(self, name), name)
         for name in ("eval_every", "checkpoint_every", "seed"):
             nonnegative_int(getattr(self, name), name)
+        self._check_fields()
+        if self.stages is None:
+            self._check_episode()
+        else:
+            self.stages = _check_stages(self.stages)
+            for i in range(len(self.stages)):  # each stage's config is valid now, not hours later
+                try:
+                    self._stage_config(i)
+                except (TypeError, ValueError) as exc:
+                    raise type(exc)(f"stage {i}: {exc}") from None
+
+    def _check_episode(self) -> None:
+        """The checks that tie ``unroll``, ``horizon`` and ``loss_weights`` together."""
         if self.unroll > self.horizon:
             raise ValueError(
                 f"unroll ({self.unroll}) cannot exceed horizon ({self.horizon}): a truncation is "
                 "part of an episode"
             )
+        if self.loss_weights is not None and len(self.loss_weights) not in (
+            self.unroll,
+            self.horizon,
+        ):
+            raise ValueError(
+                f"loss_weights has {len(self.loss_weights)} entries; give one per step of a "
+                f"truncation (unroll={self.unroll}) or of an episode (horizon={self.horizon})"
+            )
+
+    def _check_fields(self) -> None:
+        """Every other field's own check (and normalization)."""
+        if self.loss_weights is not None:
+            w = list(self.loss_weights)
+            if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in w):
+                raise ValueError("loss_weights must be finite numbers")
+            self.loss_weights = [float(v) for v in w]
         if self.eval_horizon is not None and not (
             is_int(self.eval_horizon) and self.eval_horizon >= 1
         ):
@@ -147,16 +200,6 @@ class MetaConfig:
         self.meta_lr = positive_finite(self.meta_lr, "meta_lr")
         self.scalar_meta_lr = positive_finite(self.scalar_meta_lr, "scalar_meta_lr", optional=True)
         self.clip = positive_finite(self.clip, "clip", optional=True)
-        if self.loss_weights is not None:
-            w = list(self.loss_weights)
-            if len(w) not in (self.unroll, self.horizon):
-                raise ValueError(
-                    f"loss_weights has {len(w)} entries; give one per step of a truncation "
-                    f"(unroll={self.unroll}) or of an episode (horizon={self.horizon})"
-                )
-            if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in w):
-                raise ValueError("loss_weights must be finite numbers")
-            self.loss_weights = [float(v) for v in w]
         if not isinstance(self.task, str) or not self.task:
             raise TypeError(f"task must be a task name, got {self.task!r}")
         if not isinstance(self.task_args, Mapping):
@@ -174,11 +217,50 @@ class MetaConfig:
         return self.seed if self.rule_seed is None else int(self.rule_seed)
 
     @property
+    def total_meta_steps(self) -> int | None:
+        """Meta-steps of all stages together (``None`` without stages)."""
+        if self.stages is None:
+            return None
+        return sum(int(stage["meta_steps"]) for stage in self.stages)
+
+    def stage_meta_steps(self) -> list[int]:
+        """The ``meta_steps`` of each stage (``[]`` without stages)."""
+        return [int(stage["meta_steps"]) for stage in self.stages or ()]
+
+    def stage_configs(self) -> list[MetaConfig]:
+        """One plain :class:`MetaConfig` (no ``stages``) per stage: the top-level fields, then the
+        stage's own values; stage ``i`` has the seed ``seed + 1000 · i``; stage 0 records the
+        seed of the rule's initial weights (:attr:`initial_rule_seed`) as its ``rule_seed``,
+        later stages start from the previous stage's best rule and record none.
+
+        Raises:
+            ValueError: the config has no stages.
+        """
+        if self.stages is None:
+            raise ValueError(
+                "this MetaConfig has no stages; run it with MetaTrainer(...).fit(meta_steps), "
+                "or give stages=[{..., 'meta_steps': N}, ...]"
+            )
+        return [self._stage_config(i) for i in range(len(self.stages))]
+
+    def _stage_config(self, i: int) -> MetaConfig:
+        assert self.stages is not None
+        options = {**self.to_dict(), **self.stages[i]}
+        options.pop("meta_steps")
+        options.update(
+            stages=None,
+            seed=self.seed + STAGE_SEED_STRIDE * i,
+            rule_seed=self.initial_rule_seed if i == 0 else None,
+        )
+        return MetaConfig.from_dict(options)
+
+    @property
     def truncations(self) -> int:
         """Meta-steps per episode: ``ceil(horizon / unroll)``."""
         return -(-self.horizon // self.unroll)
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-serialisable dict (``from_dict`` inverts it)."""
         return dataclasses.asdict(self)
 
     @classmethod
@@ -191,3 +273,44 @@ class MetaConfig:
                 f"unknown meta-training option(s) {unknown}; accepted: {sorted(names)}"
             )
         return cls(**dict(data))
+
+
+#: the keys a stage accepts: the per-stage fields and ``meta_steps``
+STAGE_KEYS = frozenset(
+    {f.name for f in dataclasses.fields(MetaConfig)} - set(_RUN_FIELDS) | {"meta_steps"}
+)
+
+
+def _check_stages(stages: Any) -> list[dict[str, Any]]:
+    """The stages as a list of plain dicts; their keys and ``meta_steps`` checked (the values
+    are checked by building each stage's config)."""
+    if isinstance(stages, (str, bytes, Mapping)) or not isinstance(stages, Sequence):
+        raise TypeError(
+            "stages must be a list of stages, each a dict of MetaConfig fields plus 'meta_steps', "
+            f"got {type(stages).__name__}"
+        )
+    if not stages:
+        raise ValueError("stages must list at least one stage (or be None: no stages)")
+    out = []
+    for i, stage in enumerate(stages):
+        if not isinstance(stage, Mapping):
+            raise TypeError(
+                f"stage {i} must be a dict of MetaConfig fields plus 'meta_steps', got "
+                f"{type(stage).__name__}"
+            )
+        run_level = sorted(set(stage) & set(_RUN_FIELDS))
+        if run_level:
+            raise ValueError(
+                f"stage {i} sets {run_level}: the task, task_args, seed and rule_seed are set "
+                "once, at the top level (stage i runs with seed + 1000 * i), and stages do not nest"
+            )
+        unknown = sorted(set(stage) - STAGE_KEYS)
+        if unknown:
+            raise ValueError(
+                f"stage {i} has unknown key(s) {unknown}; accepted: {sorted(STAGE_KEYS)}"
+            )
+        if "meta_steps" not in stage:
+            raise ValueError(f"stage {i} needs 'meta_steps' (its number of meta-steps)")
+        nonnegative_int(stage["meta_steps"], f"stage {i}: meta_steps")
+        out.append(copy.deepcopy(dict(stage)))
+    return out

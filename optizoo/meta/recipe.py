@@ -15,11 +15,14 @@ stages share, a curriculum of ``stages`` and a seed::
       "description": "..."                     # optional: the weight file's description
     }
 
+A recipe is a :class:`MetaConfig` with ``stages`` plus its rule: ``common``, the top-level
+``meta_objective``, the task, seeds and stages make one staged config (:meth:`Recipe.meta_config`).
 :func:`train_recipe` seeds torch with ``rule_seed`` (``seed`` when unset), builds the rule, and
-runs one :class:`~optizoo.meta.MetaTrainer` per stage in ``out_dir/stage{i}/`` (its progress
-bar, checkpoints, metrics and learning curve). Stage ``i`` uses the seed ``seed + 1000 · i`` (so
-stages see different problems) and starts from the previous stage's best rule (chosen on held-out
-problems) with a fresh meta-optimizer. The final weight file's ``optizoo.training`` record names
+runs that config with :func:`~optizoo.meta.fit_stages`: one :class:`~optizoo.meta.MetaTrainer`
+per stage in ``out_dir/stage{i}/`` (its progress bar, checkpoints, metrics and learning curve).
+Stage ``i`` uses the seed ``seed + 1000 · i`` (so stages see different problems) and starts from
+the previous stage's best rule (chosen on held-out problems) with a fresh meta-optimizer. The
+final weight file's ``optizoo.training`` record names
 the recipe (``recipe_file``) and holds its full contents (``recipe``) plus one training record per
 stage. ``optizoo train --config configs/recipes/NAME.json --out DIR`` runs it from the shell; the
 recipes of the shipped weight files ship inside the package too (:func:`shipped_recipes`).
@@ -31,8 +34,6 @@ import copy
 import dataclasses
 import json
 import os
-import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -41,10 +42,9 @@ from typing import Any
 
 import torch
 
-from optizoo._io import write_text_atomic
 from optizoo._validate import nonnegative_int
-from optizoo.meta.checkpoint import CHECKPOINT_NAME, CheckpointError
-from optizoo.meta.config import MetaConfig
+from optizoo.meta.config import STAGE_KEYS, MetaConfig
+from optizoo.meta.stages import fit_stages, prepare_run_folder
 
 __all__ = [
     "RECIPE_FOLDER",
@@ -57,36 +57,29 @@ __all__ = [
 
 #: where a checkout keeps the recipes (the package holds the same files in ``optizoo/recipes``)
 RECIPE_FOLDER = "configs/recipes"
-#: a stage's seed is ``seed + STAGE_SEED_STRIDE * stage``
-STAGE_SEED_STRIDE = 1000
 #: the copy of the recipe a run folder keeps (a resume must run the same recipe)
 RUN_RECIPE_NAME = "recipe.json"
 #: MetaConfig fields a recipe sets once, at its top level
 _TOP_LEVEL = ("task", "task_args", "seed", "rule_seed")
-_META_FIELDS = frozenset(f.name for f in dataclasses.fields(MetaConfig))
 
 
-def _stage_options(options: Any, where: str, *, stage: bool) -> dict[str, Any]:
+def _common_options(options: Any) -> dict[str, Any]:
+    """The recipe's ``common`` entry: the per-stage MetaConfig fields every stage shares."""
     if not isinstance(options, Mapping):
-        raise TypeError(f"recipe {where} must be a JSON object, got {type(options).__name__}")
+        raise TypeError(f"recipe 'common' must be a JSON object, got {type(options).__name__}")
     options = dict(options)
     top = sorted(set(options) & set(_TOP_LEVEL))
     if top:
         raise ValueError(
-            f"recipe {where} sets {top}: the task, seed and rule_seed are set once, at the "
+            f"recipe 'common' sets {top}: the task, seed and rule_seed are set once, at the "
             "recipe's top level ('task': {'name', 'args'}, 'seed', 'rule_seed')"
         )
-    allowed = _META_FIELDS | ({"meta_steps"} if stage else set())
+    allowed = STAGE_KEYS - {"meta_steps"}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ValueError(
-            f"recipe {where} has unknown key(s) {unknown}; accepted: "
-            f"{sorted(allowed - set(_TOP_LEVEL))}"
+            f"recipe 'common' has unknown key(s) {unknown}; accepted: {sorted(allowed)}"
         )
-    if stage:
-        if "meta_steps" not in options:
-            raise ValueError(f"recipe {where} needs 'meta_steps' (its number of meta-steps)")
-        nonnegative_int(options["meta_steps"], f"recipe {where}: meta_steps")
     return options
 
 
@@ -155,10 +148,7 @@ class Recipe:
         self.rule = dict(self.rule)
         if not isinstance(self.stages, list) or not self.stages:
             raise ValueError("recipe 'stages' must list at least one stage")
-        self.common = _stage_options(self.common, "'common'", stage=False)
-        self.stages = [
-            _stage_options(s, f"stage {i}", stage=True) for i, s in enumerate(self.stages)
-        ]
+        self.common = _common_options(self.common)
         if self.meta_objective is not None and "meta_objective" in self.common:
             raise ValueError(
                 "recipe sets meta_objective both at its top level and in 'common'; keep one"
@@ -168,11 +158,12 @@ class Recipe:
             self.rule_seed = nonnegative_int(self.rule_seed, "recipe 'rule_seed'")
         if not isinstance(self.description, str):
             raise TypeError("recipe 'description' must be a string")
-        for i in range(len(self.stages)):  # every stage's MetaConfig is valid now, not hours later
-            try:
-                self.stage_config(i)
-            except (TypeError, ValueError) as exc:
-                raise type(exc)(f"recipe stage {i}: {exc}") from None
+        try:  # every stage's MetaConfig is valid now, not hours later
+            config = self.meta_config()
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"recipe {exc}") from None
+        assert config.stages is not None
+        self.stages = config.stages
 
     # ------------------------------------------------------------------ (de)serialisation
 
@@ -240,22 +231,27 @@ class Recipe:
         raw = None if self.raw is None else {**self.raw, "seed": seed}
         return dataclasses.replace(self, seed=seed, raw=raw)
 
-    def stage_config(self, i: int, *, device: str | None = None) -> MetaConfig:
-        """The :class:`MetaConfig` of stage ``i`` (``device`` overrides the recipe's)."""
-        options = {**self.common, **self.stages[i]}
-        options.pop("meta_steps")
-        if self.meta_objective is not None and "meta_objective" not in self.stages[i]:
+    def meta_config(self) -> MetaConfig:
+        """The recipe as one :class:`MetaConfig` with ``stages``: ``common`` and the top-level
+        ``meta_objective`` are its fields, the task, seed and rule seed too (what
+        :func:`~optizoo.meta.fit_stages` runs)."""
+        options = dict(self.common)
+        if self.meta_objective is not None:
             options["meta_objective"] = self.meta_objective
-        if device is not None:
-            options["device"] = device
         options.update(
             task=self.task["name"],
             task_args=self.task["args"],
-            seed=self.seed + STAGE_SEED_STRIDE * i,
+            seed=self.seed,
+            rule_seed=self.rule_seed,
+            stages=self.stages,
         )
-        if i == 0:
-            options["rule_seed"] = self.initial_rule_seed
         return MetaConfig.from_dict(options)
+
+    def stage_config(self, i: int, *, device: str | None = None) -> MetaConfig:
+        """The :class:`MetaConfig` of stage ``i`` (``device`` overrides the recipe's):
+        :meth:`MetaConfig.stage_configs` of :meth:`meta_config`."""
+        config = self.meta_config().stage_configs()[i]
+        return config if device is None else dataclasses.replace(config, device=device)
 
     def build_rule(self) -> Any:
         """The rule's initial weights: ``torch.manual_seed(rule_seed)``, then build it."""
@@ -276,7 +272,7 @@ class Recipe:
     @property
     def meta_steps(self) -> int:
         """Meta-steps of all stages together."""
-        return sum(int(s["meta_steps"]) for s in self.stages)
+        return sum(self.meta_config().stage_meta_steps())
 
 
 # ---------------------------------------------------------------------- shipped recipes
@@ -339,34 +335,6 @@ def _coerce(recipe: Recipe | Mapping[str, Any] | str | os.PathLike[str]) -> Reci
     )
 
 
-def _prepare_out(recipe: Recipe, out: Path, *, resume: bool, overwrite: bool) -> None:
-    """Check ``out`` against the run it may hold, then record the recipe in it."""
-    if out.exists() and not out.is_dir():
-        raise CheckpointError(f"out_dir {str(out)!r} is a file; give a folder for the run")
-    stored = out / RUN_RECIPE_NAME
-    held = out.is_dir() and (stored.is_file() or any(out.glob("stage*/")))
-    if resume and stored.is_file():
-        try:
-            before = Recipe.from_dict(json.loads(stored.read_text(encoding="utf-8")))
-        except (OSError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"cannot read {str(stored)!r} to resume: {exc}") from exc
-        if before.to_dict() != recipe.to_dict():
-            a, b = before.to_dict(), recipe.to_dict()
-            keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-            raise CheckpointError(
-                f"cannot resume {str(out)!r}: it was started with another recipe (differs in "
-                f"{keys}); resume with the same recipe and --seed, or start a new run in another "
-                "folder (or overwrite it)"
-            )
-    elif held and not (resume or overwrite):
-        raise CheckpointError(
-            f"{str(out)!r} already holds a recipe run; continue it with resume=True "
-            "(`optizoo train --resume`), replace it with overwrite=True (`--overwrite`), or "
-            "choose another folder"
-        )
-    write_text_atomic(stored, json.dumps(recipe.to_dict(), indent=1, sort_keys=True) + "\n")
-
-
 def train_recipe(
     recipe: Recipe | Mapping[str, Any] | str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -380,7 +348,8 @@ def train_recipe(
 
     Args:
         recipe: a :class:`Recipe`, its JSON object, or a file / shipped name (:func:`load_recipe`).
-        out_dir: run folder: ``recipe.json`` (the recipe run), ``stage{i}/`` (each stage's
+        out_dir: run folder: ``recipe.json`` (the recipe run), ``stages.json`` (its
+            :class:`MetaConfig` and rule, :func:`~optizoo.meta.fit_stages`), ``stage{i}/`` (each stage's
             :class:`~optizoo.meta.MetaTrainer` files: ``checkpoint.pt``, ``metrics.jsonl``,
             ``learning_curve.png``, ``best_rule.safetensors``...) and ``NAME.safetensors``, the
             final rule (the last stage's best) with the recipe in its training record.
@@ -398,72 +367,31 @@ def train_recipe(
             run of another recipe, or a checkpoint that does not fit.
         ValueError, TypeError, KeyError: a bad recipe, an unknown rule or task.
     """
-    from optizoo.meta.trainer import MetaTrainer
-    from optizoo.zoo.format import save_rule
-
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other")
     recipe = _coerce(recipe)
     recipe.check()
     out = Path(out_dir)
-    _prepare_out(recipe, out, resume=resume, overwrite=overwrite)
+    prepare_run_folder(
+        out, RUN_RECIPE_NAME, recipe.to_dict(), kind="recipe", resume=resume, overwrite=overwrite
+    )
     rule = recipe.build_rule()
-    records = []
-    start = time.perf_counter()
-    n = len(recipe.stages)
-    for i, stage in enumerate(recipe.stages):
-        config = recipe.stage_config(i, device=device)
-        meta_steps = int(stage["meta_steps"])
-        folder = out / f"stage{i}"
-        if progress:
-            print(
-                f"stage {i + 1}/{n}: {meta_steps} meta-steps, unroll {config.unroll}, horizon "
-                f"{config.horizon} -> {folder}",
-                file=sys.stderr,
-                flush=True,
-            )
-        if resume and (folder / CHECKPOINT_NAME).is_file():
-            trainer = MetaTrainer.resume(
-                folder,
-                verbose=progress,
-                device=device,
-                expect={**config.to_dict(), "rule": recipe.rule_name},
-            )
-        else:
-            trainer = MetaTrainer(
-                rule, config.task, config=config, out_dir=folder, verbose=progress,
-                overwrite=resume or overwrite,  # a stage interrupted before its first checkpoint
-            )  # fmt: skip
-        result = trainer.fit(max(0, meta_steps - trainer.meta_step))
-        rule = trainer.best_rule()
-        record = trainer.training_record()
-        record["seconds"] = round(result["seconds"], 1)
-        records.append(record)
-        if progress:
-            print(
-                f"stage {i + 1}/{n}: best held-out objective {result['best_objective']:.6g} at "
-                f"meta-step {result['best_meta_step']} ({result['seconds']:.0f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
-    training = {
+    result = fit_stages(
+        rule,
+        recipe.meta_config(),
+        out,
+        resume=resume,
+        overwrite=overwrite,
+        verbose=progress,
+        device=device,
+    )
+    record = {
         "recipe_file": recipe.source,
         "recipe": recipe.raw if recipe.raw is not None else recipe.to_dict(),
-        "seed": recipe.seed,
-        "rule_seed": recipe.initial_rule_seed,
-        "task": recipe.task["name"],
-        "task_args": recipe.task["args"],
-        "stages": records,
-        "horizon": records[-1]["horizon"],
-        "unroll": records[-1]["unroll"],
-        "meta_steps": sum(r["meta_steps"] for r in records),
-        "seconds": round(time.perf_counter() - start, 1),
-        "torch": torch.__version__,
     }
     description = recipe.description or (
         f"{recipe.rule_name} rule meta-trained on {recipe.task['name']} by the recipe "
-        f"{recipe.source or recipe.name} ({n} stage(s), {recipe.meta_steps} meta-steps)"
+        f"{recipe.source or recipe.name} ({len(recipe.stages)} stage(s), {recipe.meta_steps} "
+        "meta-steps)"
     )
-    path = out / f"{recipe.name}.safetensors"
-    save_rule(rule.cpu(), path, training=training, description=description)
-    return path
+    return result.save(out / f"{recipe.name}.safetensors", description=description, record=record)

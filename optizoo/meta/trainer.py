@@ -47,9 +47,9 @@ from optizoo._validate import nonnegative_int
 from optizoo.meta import checkpoint as ckpt
 from optizoo.meta import distributed as ddp
 from optizoo.meta import objectives
-from optizoo.meta.config import LOG_LOSS, MetaConfig
+from optizoo.meta.config import MetaConfig
 from optizoo.meta.plots import learning_curve
-from optizoo.meta.unroll import Layout, rollout, unroll_flat
+from optizoo.meta.unroll import Layout, unroll_flat
 from optizoo.rules.base import State, UpdateRule, rule_kwargs
 from optizoo.seeds import problem_seeds
 from optizoo.tasks import task_config
@@ -185,6 +185,12 @@ class MetaTrainer:
             raise TypeError(
                 f"pass either config= or keyword options, not both (got {sorted(options)})"
             )
+        if config.stages is not None:
+            raise ValueError(
+                "this config has stages (a curriculum of runs); run it with "
+                "optizoo.meta.fit_stages(rule, config, out_dir), or give one stage's config "
+                "(config.stage_configs()[i])"
+            )
         self.config = config
         self.rank, self.world_size = ddp.world()
         if config.problems_per_step % self.world_size:
@@ -236,6 +242,8 @@ class MetaTrainer:
         self._eval_set: list[Problem] | None = None
         self._metrics_file: TextIO | None = None
         self._weights = self._full_weights(config.horizon)
+        #: the meta-objective (:mod:`optizoo.meta.objectives`): meta-loss and selection value
+        self.objective = objectives.make_objective(config.meta_objective)
 
     # ------------------------------------------------------------------ construction helpers
 
@@ -452,29 +460,15 @@ class MetaTrainer:
             flat: the parameters after the truncation (with the graph), one flat vector.
             t: episode step at which the truncation started; ``steps``: its length.
 
-        The default is the weighted sum of the per-instance losses after each update, averaged
-        over problems (Andrychowicz et al. 2016). Subclasses override this to change the
-        meta-objective (e.g. a validation loss); truncation, clipping, gradient averaging across
-        processes and detaching stay in :meth:`step`.
+        The trainer's :attr:`objective` computes it (:mod:`optizoo.meta.objectives`, built from
+        ``config.meta_objective``; the default is the weighted sum of the per-instance losses
+        after each update, averaged over problems, Andrychowicz et al. 2016). Subclasses may
+        override this to change the meta-objective; truncation, clipping, gradient averaging
+        across processes and detaching stay in :meth:`step`.
         """
         assert self._scale is not None
         w = self._weights[t : t + steps].to(losses.dtype)
-        objective = self.config.meta_objective
-        log = objective == LOG_LOSS or (isinstance(objective, dict) and objective.get("log"))
-        if log:  # scale-free: log f_t - log f_0
-            floor = objectives.LOG_FLOOR
-            per = losses[1:].clamp_min(floor).log() - losses[:1].detach().clamp_min(floor).log()
-            train_term = (w.unsqueeze(1) * per).sum(0).mean() / max(float(w.sum()), 1e-12)
-        else:
-            per_step = losses[1:] * self._scale.to(losses.dtype)  # [steps, P], per instance
-            train_term = (w.unsqueeze(1) * per_step).sum(0).mean()
-        if objective is None or objective == LOG_LOSS:
-            return train_term, {}
-        assert self._layout is not None
-        per_problem = objectives.validation_losses(problems, self._layout, flat)
-        val_term = objectives.validation_term(per_problem, bool(log))
-        loss = objective["validation_weight"] * val_term + objective["train_weight"] * train_term
-        return loss, {"validation_loss": float(per_problem.detach().mean())}
+        return self.objective.meta_loss(losses, w, self._scale, problems, self._layout, flat)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -483,50 +477,24 @@ class MetaTrainer:
 
         Returns a row with ``objective`` (mean over problems of ``Σ_t w_t f(θ_t) / num_instances``
         over ``eval_horizon`` steps, the quantity the best rule is chosen on; ``inf`` if any
-        problem diverged) and ``final_loss`` (mean ``f(θ_T) / num_instances``). Under a
+        problem diverged) and ``final_loss`` (mean ``f(θ_T) / num_instances``). Under
+        ``"log_loss"`` they are the mean of ``log(f_t / f_0)`` and its last step's; under a
         validation ``meta_objective`` both are the held-out problems' validation loss at the end
         of every truncation, averaged over truncations
-        (:func:`optizoo.meta.objectives.validation_rollout`).
+        (:func:`optizoo.meta.objectives.validation_rollout`). The trainer's :attr:`objective`
+        computes them.
         """
         cfg = self.config
         horizon = cfg.eval_horizon or cfg.horizon
         start_time = time.perf_counter()
-        if cfg.meta_objective == LOG_LOSS:
-            curves = rollout(self.rule, self.eval_set(), horizon)  # [H + 1, P] float64
-            rel = objectives.log_ratios(curves)
-            bad = not bool(torch.isfinite(curves).all())
-            value, final = float(rel.mean()), float(rel[-1].mean())
-            return {
-                "kind": "eval",
-                "meta_step": self.meta_step,
-                "objective": math.inf if bad or not math.isfinite(value) else value,
-                "final_loss": final,
-                "seconds": time.perf_counter() - start_time,
-            }
-        if cfg.meta_objective is not None:  # the validation loss at every truncation's end
-            value = objectives.validation_rollout(
-                self.rule,
-                self.eval_set(),
-                horizon,
-                cfg.unroll,
-                log=bool(cfg.meta_objective.get("log")),
-            )
-            return {
-                "kind": "eval",
-                "meta_step": self.meta_step,
-                "objective": value,
-                "final_loss": value,
-                "seconds": time.perf_counter() - start_time,
-            }
-        curves = rollout(self.rule, self.eval_set(), horizon)  # [H + 1, P] float64
-        w = self._full_weights(horizon)
-        objective = float((w.unsqueeze(1) * curves[1:]).sum(0).mean())
-        final = float(curves[-1].mean())
+        objective, final = self.objective.evaluate(
+            self.rule, self.eval_set(), horizon, cfg.unroll, self._full_weights(horizon)
+        )
         return {
             "kind": "eval",
             "meta_step": self.meta_step,
-            "objective": objective if math.isfinite(objective) else math.inf,
-            "final_loss": final if math.isfinite(final) else math.inf,
+            "objective": objective,
+            "final_loss": final,
             "seconds": time.perf_counter() - start_time,
         }
 
