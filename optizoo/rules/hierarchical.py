@@ -61,14 +61,23 @@ def _positive(value: Any, name: str) -> float:
     return float(value)
 
 
+def _vector(values: Sequence[float | Tensor], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``[len(values)]`` from Python numbers (eager: one ``torch.tensor``) or, when some are 0-d
+    tensors (a compiled step's bias corrections), one ``stack`` (no host read)."""
+    if not any(isinstance(v, Tensor) for v in values):
+        return torch.tensor(values, dtype=dtype, device=device)
+    return torch.stack([torch.as_tensor(v, dtype=dtype, device=device) for v in values])
+
+
 def _combine(vectors: list[Tensor], coef: Tensor, segments: Segments) -> Tensor:
     """``Σ_k coef[T(i), k] · vectors[k][i]``: per-tensor coefficients ``[T, K]`` times
     per-coordinate vectors (each ``[n]``).
 
     Three equivalent paths: under autograd a loop over tensors (differentiable, no index
-    tensors); without autograd on the CPU, the coefficients as Python numbers written straight
-    into one buffer (fewest passes; ``tolist`` is free on a CPU); elsewhere one broadcast of the
-    coefficients (no host synchronisation).
+    tensors); without autograd on the CPU, eagerly, the coefficients as Python numbers written
+    straight into one buffer (fewest passes; ``tolist`` is free on a CPU); elsewhere, and under
+    ``torch.compile`` (where ``tolist`` would break the graph), one broadcast of the coefficients
+    (no host synchronisation).
     """
     if len(segments) == 1:
         rows = coef[0]
@@ -86,7 +95,7 @@ def _combine(vectors: list[Tensor], coef: Tensor, segments: Segments) -> Tensor:
                 out = out.addcmul(pieces[k][i], c[k])
             outs.append(out)
         return torch.cat(outs)
-    if coef.device.type == "cpu":
+    if coef.device.type == "cpu" and not torch.compiler.is_compiling():
         out = torch.empty_like(vectors[0])
         views = segments.split(out)
         for i, c in enumerate(coef.tolist()):
@@ -213,9 +222,13 @@ class HierarchicalRule(UpdateRule):
         state: State,
         *,
         param: Tensor | None = None,
-        step: int,
+        step: int | Tensor,
         segments: Segments | None = None,
     ) -> tuple[Tensor, State]:
+        """One step on a flat batch (differentiable: meta-training's path). ``step`` is the
+        1-based step, a Python int or, under ``torch.compile(opt.step)``, the optimizer's 0-d
+        step tensor: the compiled step then reads nothing on the host (no graph break, no
+        recompile as the step grows) and matches the eager one to float rounding."""
         if param is None:
             raise ValueError(
                 "HierarchicalRule needs param= (the flat parameter values) for its weight decay "
@@ -252,9 +265,9 @@ class HierarchicalRule(UpdateRule):
         sums: dict[str, Tensor],
         inv_rms: Tensor | None,
         state: State,
-        step: int,
+        step: int | Tensor,
         segments: Segments,
-        scales: list[float],
+        scales: list[float | Tensor],
         like: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor, State]:
         """The per-tensor part, shared by :meth:`forward` and :meth:`step_foreach`: statistics
@@ -269,7 +282,7 @@ class HierarchicalRule(UpdateRule):
         top, cell_state = self.cell(x, state, compute)
         new_state.update(cell_state)
         lr, wd, mix = self.coefficients(self.head(top, compute))  # [T], [T], [T, K+1]
-        scale = torch.tensor(scales, dtype=compute, device=mix.device)
+        scale = _vector(scales, compute, mix.device)
         mix = mix * scale
         if inv_rms is not None:
             # RMS of the raw directions: the bias corrections cancel in d_k / rms(d_k)

@@ -121,9 +121,18 @@ def _assert_updates(got, want, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("normalize", [False, True])
-@pytest.mark.parametrize("path", ["foreach", "forward_no_grad", "forward_autograd"])
+@pytest.mark.parametrize(
+    "path", ["foreach", "forward_no_grad", "forward_autograd", "tensor_step", "compiled"]
+)
 def test_fast_and_differentiable_paths_match_the_reference(path, normalize, dtype):
+    """Every path against the reference; ``tensor_step`` passes the step as a 0-d float32
+    tensor (what a compiled optimizer step does), ``compiled`` also runs ``forward`` through
+    ``torch.compile(fullgraph=True)`` (graph capture only: a graph break fails)."""
     rule = _rule(normalize, dtype)
+    forward = rule
+    if path == "compiled":
+        torch._dynamo.reset()
+        forward = torch.compile(rule, backend="eager", fullgraph=True)
     seg = Segments(SHAPES)
     thetas, grads = _problem(dtype)
     ref_state = _fresh_reference_state(rule, dtype)
@@ -140,8 +149,9 @@ def test_fast_and_differentiable_paths_match_the_reference(path, normalize, dtyp
                 )
             state.update(tensor_state)
         else:
+            step = torch.tensor(float(t)) if path in ("tensor_step", "compiled") else t
             with torch.set_grad_enabled(path == "forward_autograd"):
-                u, state = rule(torch.cat(g), state, param=flat, step=t, segments=seg)
+                u, state = forward(torch.cat(g), state, param=flat, step=step, segments=seg)
             got = seg.split(u.detach())
             state = {k: v.detach() for k, v in state.items()}
         _assert_updates(got, want, dtype)
