@@ -27,7 +27,11 @@ direction (costly: see ``docs/benchmarks.md``).
 
 The per-coordinate work is a few element-wise passes; the LSTM runs on ``T`` rows (the number of
 tensors), so the cost is close to Adam's. The rule is per-tensor: callers pass
-``segments=Segments(shapes)`` (``LearnedOptimizer`` and ``unroll`` do).
+``segments=Segments(shapes)`` (``LearnedOptimizer`` and ``unroll`` do). It also steps shards of
+the tensors (FSDP2): with ``Segments(shapes, sizes=local_sizes, reduce=all_reduce)`` the
+per-tensor sums of the statistics are one all-reduce of a ``[T, 5]`` tensor per call (with
+``normalize``, one ``[T]`` more per direction), after which every shard runs the same LSTM on
+the same inputs and updates its own coordinates (not with ``orthogonalize``).
 """
 
 from __future__ import annotations
@@ -288,6 +292,12 @@ class HierarchicalRule(UpdateRule):
             # RMS of the raw directions: the bias corrections cancel in d_k / rms(d_k)
             mix = mix * (inv_rms / scale)
         return lr, wd, mix, new_state
+
+    def supports_sharding(self) -> bool:
+        """Whether FSDP2 shards can be stepped: every option but ``orthogonalize`` (the
+        per-tensor sums, and with ``normalize`` the directions' RMS, are reduced over the
+        shards; Newton–Schulz needs whole matrices)."""
+        return self.ns is None
 
     def supports_foreach(self) -> bool:
         """Whether :meth:`step_foreach` applies (every option but ``orthogonalize``)."""

@@ -366,7 +366,13 @@ class TensorStats(Part):
         """Statistics ``[T, k]`` and the new ``tensor_lg`` from :meth:`reduce`'s sums (the
         direction's sum of squares is scaled by ``direction_scale²``); ``like`` gives the dtype
         and device. ``step`` is a 1-based int or, under ``torch.compile``, a 0-d tensor (then
-        nothing is read on the host)."""
+        nothing is read on the host). When the batch holds shards (``segments.sharded``: FSDP2),
+        the sums are a shard's: one :meth:`Segments.reduce` of all of them (``[T, 5]``, one
+        all-reduce) makes them whole-tensor sums, the same on every shard."""
+        if segments.sharded:
+            keys = sorted(sums)
+            whole = segments.reduce(torch.stack([sums[k] for k in keys], dim=1))
+            sums = dict(zip(keys, whole.unbind(1)))
         numel = segments.numels(like)
         gg, mm, gm = sums["gg"], sums["mm"], sums["gm"]
         cos = gm / (gg * mm).clamp_min(_TINY).sqrt()
