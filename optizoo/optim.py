@@ -63,6 +63,7 @@ from copy import deepcopy
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from optizoo._validate import learning_rate, nonnegative_finite
@@ -118,8 +119,6 @@ def _shard_reduce(p: Tensor) -> Callable[[Tensor], Tensor] | None:
         return None
 
     def reduce(partial: Tensor) -> Tensor:
-        import torch.distributed as dist
-
         out = partial.contiguous().clone()
         for dim in dims:
             dist.all_reduce(out, group=mesh.get_group(dim))
