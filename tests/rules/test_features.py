@@ -403,5 +403,5 @@ def test_mix_validation_split_replaces_the_test_split():
         logits = inner.logits(params, full.x_train[n - 50 :].flatten(1))
         want = torch.nn.functional.cross_entropy(logits, full.y_train[n - 50 :])
         torch.testing.assert_close(p.eval_loss(params), want)
-    with pytest.raises(ValueError, match="classifier"):
+    with pytest.raises(ValueError, match="supervised problems"):
         MixTask([{"task": "linreg"}], validation=5).sample(torch.Generator().manual_seed(0))
