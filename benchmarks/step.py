@@ -19,13 +19,19 @@ matrices hold almost all coordinates and vectors are most of the tensors. ``--la
 splits them into vectors of log-uniform sizes 64..65536 instead (the earlier benchmark).
 
 Rules (``--rules``): ``lstm`` (the paper's 2×20 coordinate-wise LSTM, ``LSTMOptimizer(weights=
-None)``), ``hierarchical`` (:class:`optizoo.rules.HierarchicalRule`), ``hierarchical-rms``
-(``normalize=True``), ``hierarchical-ns`` (``orthogonalize=True``: Newton–Schulz on every matrix),
-or ``lstm:{JSON}`` for :class:`optizoo.rules.LSTMRule` options (``--rule-config JSON`` is the
-same)::
+None)``, with the fused cell ``optizoo.rules.fused_lstm.lstm_layer``, the default), ``lstm-unfused``
+(the same LSTM with the unfused composite cell ``lstm_layer_reference``), ``hierarchical``
+(:class:`optizoo.rules.HierarchicalRule`), ``hierarchical-rms`` (``normalize=True``),
+``hierarchical-ns`` (``orthogonalize=True``: Newton–Schulz on every matrix), or ``lstm:{JSON}`` /
+``lstm-unfused:{JSON}`` for :class:`optizoo.rules.LSTMRule` options (``--rule-config JSON`` is
+``lstm:JSON``). All rules at one size step the same parameters in one process, interleaved with
+one ``torch.optim.Adam(foreach=True)``: the same baseline for every row of a size, and with
+``lstm`` and ``lstm-unfused`` together the fused/unfused speed-up is printed under the table
+(``benchmarks/step_cell.py`` adds the GEMM-only time and the compiled cell)::
 
     python benchmarks/step.py                                    # every rule, every size
     python benchmarks/step.py --rules hierarchical --sizes 1e6 --threads 1
+    python benchmarks/step.py --rules lstm lstm-unfused --sizes 1e4 1e5
     python benchmarks/step.py --rules 'lstm:{"parameterization": "nominal", "cell": "mlp"}'
 """
 
@@ -40,20 +46,65 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
 import optizoo
+import optizoo.rules.parts.cells as cells_module
 from optizoo.optim import LearnedOptimizer, LSTMOptimizer
 from optizoo.rules import HierarchicalRule, LSTMRule
+from optizoo.rules.fused_lstm import lstm_layer, lstm_layer_reference
 
-DEFAULT_RULES = ["hierarchical", "hierarchical-rms", "hierarchical-ns", "lstm"]
+DEFAULT_RULES = ["hierarchical", "hierarchical-rms", "hierarchical-ns", "lstm", "lstm-unfused"]
 #: sizes above this are skipped for the coordinate-wise LSTM unless asked (minutes per step)
 LSTM_MAX_DEFAULT = 10**6
+#: the LSTM cell of each variant: the fused cell (the default) and the unfused composite one
+CELLS: dict[str, Callable] = {"fused": lstm_layer, "unfused": lstm_layer_reference}
+#: rule-name prefix of the coordinate-wise LSTM with the unfused cell
+UNFUSED = "lstm-unfused"
+
+
+@contextmanager
+def using_cell(kind: str) -> Iterator[None]:
+    """Run the LSTM layers of ``optizoo.rules.parts.cells`` with cell ``kind`` (a key of
+    :data:`CELLS`) inside the block; the fused cell is restored after it."""
+    if kind not in CELLS:
+        raise ValueError(f"unknown LSTM cell {kind!r}; expected one of {sorted(CELLS)}")
+    cells_module.fused_lstm_layer = CELLS[kind]
+    try:
+        yield
+    finally:
+        cells_module.fused_lstm_layer = lstm_layer
+
+
+def with_cell(opt: torch.optim.Optimizer, kind: str) -> torch.optim.Optimizer:
+    """``opt`` with every ``step()`` run under :func:`using_cell` ``(kind)`` (the swap is part of
+    the timed step: a few attribute writes)."""
+    step = opt.step
+
+    def step_with_cell(closure=None):
+        with using_cell(kind):
+            return step(closure)
+
+    opt.step = step_with_cell  # type: ignore[method-assign]
+    return opt
+
+
+def cell_of(name: str) -> str | None:
+    """The LSTM cell a coordinate-wise LSTM rule name runs (``"fused"`` or ``"unfused"``);
+    ``None`` for the other rules."""
+    if name == UNFUSED or name.startswith(UNFUSED + ":"):
+        return "unfused"
+    return "fused" if name == "lstm" or name.startswith("lstm:") else None
 
 
 def make_learned(name: str, params: list[torch.nn.Parameter], **kwargs) -> torch.optim.Optimizer:
     """The optimizer under test, by benchmark name."""
+    if cell_of(name) == "unfused":
+        fused = "lstm" + name[len(UNFUSED) :]  # lstm-unfused[:JSON] -> lstm[:JSON]
+        return with_cell(make_learned(fused, params, **kwargs), "unfused")
     if name == "lstm":
         return LSTMOptimizer(params, weights=None, **kwargs)
     if name.startswith("lstm:"):
@@ -160,37 +211,77 @@ def time_step(opt: torch.optim.Optimizer) -> float:
     return time.perf_counter() - t
 
 
+def interleaved(
+    opts: dict[str, torch.optim.Optimizer], repeats: int, warmup: int = 2
+) -> tuple[dict[str, float], dict[str, float]]:
+    """``(median seconds per step, first step's seconds)`` of each optimizer: ``warmup`` steps
+    each (state creation, compilation), then ``repeats`` rounds stepping every optimizer once in
+    turn, so that machine noise hits all alike."""
+    first: dict[str, float] = {}
+    for name, opt in opts.items():
+        first[name] = time_step(opt)
+        for _ in range(warmup - 1):
+            time_step(opt)
+    times: dict[str, list[float]] = {name: [] for name in opts}
+    for _ in range(repeats):
+        for name, opt in opts.items():
+            times[name].append(time_step(opt))
+    return {name: statistics.median(t) for name, t in times.items()}, first
+
+
 def measure(
-    name: str, n: int, repeats: int, layout: str, max_chunk: int | None, compile: bool = False
-) -> dict[str, float]:
+    names: list[str],
+    n: int,
+    repeats: int,
+    layout: str,
+    max_chunk: int | None,
+    compile: bool = False,
+) -> list[dict[str, float]]:
+    """One row per rule in ``names``: every rule and one ``torch.optim.Adam(foreach=True)`` step
+    the same parameters, interleaved (:func:`interleaved`); each row's ratio is against that
+    same Adam."""
     params = make_params(n, layout)
     set_grads(params)
     kwargs: dict = {"compile": compile}
     if max_chunk is not None:
         kwargs["max_chunk"] = max_chunk
-    learned = make_learned(name, params, **kwargs)
+    opts = {name: make_learned(name, params, **kwargs) for name in names}
     adam = torch.optim.Adam(params, lr=1e-3, foreach=True)
-    learned.step()  # initialise state (and compile, if asked)
-    learned.step()
-    adam.step()
-    t_learned, t_adam = [], []
-    for _ in range(repeats):  # interleave so that noise hits both
-        t_learned.append(time_step(learned))
-        t_adam.append(time_step(adam))
-    lo, ad = statistics.median(t_learned), statistics.median(t_adam)
-    flops = getattr(learned.rule, "flops_per_coordinate", lambda: 0)() * n
-    return {
-        "rule": name,
-        "n": n,
-        "tensors": len(params),
-        "matrices": sum(p.dim() >= 2 for p in params),
-        "learned_ms": lo * 1e3,
-        "adam_ms": ad * 1e3,
-        "ratio": lo / ad,
-        "gflops": flops / lo / 1e9,
-        "state_bytes_per_param": state_bytes(learned) / n,
-        "adam_state_bytes_per_param": state_bytes(adam) / n,
-    }
+    med, _ = interleaved({**opts, " adam": adam}, repeats)  # (a key no rule name can be)
+    ad = med[" adam"]
+    rows = []
+    for name, learned in opts.items():
+        lo = med[name]
+        flops = getattr(learned.rule, "flops_per_coordinate", lambda: 0)() * n
+        rows.append(
+            {
+                "rule": name,
+                "n": n,
+                "tensors": len(params),
+                "matrices": sum(p.dim() >= 2 for p in params),
+                "learned_ms": lo * 1e3,
+                "adam_ms": ad * 1e3,
+                "ratio": lo / ad,
+                "gflops": flops / lo / 1e9,
+                "state_bytes_per_param": state_bytes(learned) / n,
+                "adam_state_bytes_per_param": state_bytes(adam) / n,
+            }
+        )
+    return rows
+
+
+def cell_speedups(rows: list[dict]) -> list[tuple[str, int, float]]:
+    """``(fused rule, n, unfused ms / fused ms)`` for every size where a coordinate-wise LSTM
+    was measured with both cells (``lstm`` and ``lstm-unfused``, or the same ``:JSON``)."""
+    by_key = {(r["rule"], r["n"]): r for r in rows}
+    out = []
+    for r in rows:
+        if cell_of(r["rule"]) != "unfused":
+            continue
+        fused = by_key.get(("lstm" + r["rule"][len(UNFUSED) :], r["n"]))
+        if fused is not None:
+            out.append((fused["rule"], r["n"], r["learned_ms"] / fused["learned_ms"]))
+    return out
 
 
 def _peak_rss_child(name: str, n: int, layout: str, max_chunk: int | None) -> None:
@@ -304,16 +395,16 @@ def main(argv: list[str] | None = None) -> int:
 
     mm = matmul_gflops()
     rows = []
-    for name in rules:
-        for n in (int(s) for s in args.sizes):
-            if name.startswith("lstm") and n > args.lstm_max:
-                continue
-            r = measure(name, n, args.repeats, args.layout, max_chunk, args.compile)
+    for n in (int(s) for s in args.sizes):
+        names = [r for r in rules if not (cell_of(r) is not None and n > args.lstm_max)]
+        if not names:
+            continue
+        for r in measure(names, n, args.repeats, args.layout, max_chunk, args.compile):
             r["fraction_of_matmul"] = r["gflops"] / mm
             if not args.no_memory:
-                r.update(temporaries(name, n, args.layout, max_chunk))
+                r.update(temporaries(r["rule"], n, args.layout, max_chunk))
             rows.append(r)
-            print(f"{name} n={n:.0e}: {r['ratio']:.2f}x Adam", file=sys.stderr, flush=True)
+            print(f"{r['rule']} n={n:.0e}: {r['ratio']:.2f}x Adam", file=sys.stderr, flush=True)
     mm_end = matmul_gflops()
     print(
         f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, threads "
@@ -337,9 +428,19 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['learned_ms']:.2f} | {r['adam_ms']:.2f} | {r['ratio']:.2f}× | "
             f"{r['state_bytes_per_param']:.1f} | {temp} | {gf} |"
         )
+    speedups = cell_speedups(rows)
+    if speedups:
+        print(
+            "\nfused vs unfused LSTM cell (unfused ms / fused ms, same process and Adam): "
+            + ", ".join(f"{name} n={n:.0e}: {x:.2f}×" for name, n, x in speedups)
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"matmul_gflops": [mm, mm_end], "rows": rows}, f, indent=1)
+            out = {"matmul_gflops": [mm, mm_end], "rows": rows}
+            out["cell_speedups"] = [
+                {"rule": a, "n": n, "unfused_over_fused": x} for a, n, x in speedups
+            ]
+            json.dump(out, f, indent=1)
     return 0
 
 

@@ -1,6 +1,8 @@
 """LSTM cell benchmark: the fused, unfused (and compiled) LSTM cell side by side, vs Adam.
 
-(``benchmarks/step.py`` compares every rule, the new default included, against Adam.)
+(``benchmarks/step.py`` compares every rule, the new default included, against Adam; its rules
+``lstm`` and ``lstm-unfused`` are these fused and unfused cells on model-shaped parameters. Both
+scripts share its helpers: the interleaved timing, the cell swap, the temporaries subprocess.)
 
 For 1e4, 1e5 and 1e6 parameters spread over many tensors (log-uniform sizes, like a real model)
 it reports, per size:
@@ -40,11 +42,9 @@ import time
 import torch
 
 # the sibling benchmark (run as ``python benchmarks/step_cell.py``: benchmarks/ is on sys.path)
-from step import matmul_gflops, set_grads, state_bytes, temporaries
+from step import interleaved, matmul_gflops, set_grads, state_bytes, temporaries, with_cell
 
-import optizoo.rules.parts.cells as cells_module
 from optizoo.optim import LSTMOptimizer
-from optizoo.rules.fused_lstm import lstm_layer, lstm_layer_reference
 
 #: LSTMRule options to measure instead of the default rule (set by --rule-config)
 RULE_CONFIG: dict | None = None
@@ -70,19 +70,6 @@ def make_params(n: int, seed: int = 0) -> list[torch.nn.Parameter]:
         sizes.append(size)
         total += size
     return [torch.nn.Parameter(torch.randn(s, generator=g)) for s in sizes]
-
-
-def time_steps(opt: torch.optim.Optimizer, repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        opt.step()
-        out.append(time.perf_counter() - t)
-    return out
-
-
-#: the LSTM cell each LSTM variant runs (swapped into optizoo.rules.parts.cells around its steps)
-CELLS = {"fused": lstm_layer, "unfused": lstm_layer_reference, "compiled": lstm_layer}
 
 
 def gemm_time(rule: torch.nn.Module, n: int, chunk: int) -> float:
@@ -119,26 +106,10 @@ def measure(n: int, repeats: int, max_chunk: int | None, compile: bool = False) 
     opts: dict[str, torch.optim.Optimizer] = {
         v: make_learned(params, **kwargs, compile=v == "compiled") for v in variants
     }
+    with_cell(opts["unfused"], "unfused")  # the others run the fused cell (the default)
     opts["adam"] = torch.optim.Adam(params, lr=1e-3, foreach=True)
-    compile_s = 0.0
-
-    def step(name: str) -> float:
-        cells_module.fused_lstm_layer = CELLS.get(name, lstm_layer)
-        try:
-            return time_steps(opts[name], 1)[0]
-        finally:
-            cells_module.fused_lstm_layer = lstm_layer
-
-    for name in opts:  # initialise state (and compile)
-        first = step(name)
-        if name == "compiled":
-            compile_s = first
-        step(name)
-    times: dict[str, list[float]] = {name: [] for name in opts}
-    for _ in range(repeats):  # interleave so that noise hits all alike
-        for name in opts:
-            times[name].append(step(name))
-    med = {name: statistics.median(t) for name, t in times.items()}
+    med, first = interleaved(opts, repeats)  # the first steps create state (and compile)
+    compile_s = first.get("compiled", 0.0)
     rule = opts["fused"].rule
     flops = rule.flops_per_coordinate() * n
     chunk = max_chunk or optim_chunk()

@@ -16,14 +16,21 @@ State follows torch's conventions, so every client of ``torch.optim`` (``torch.s
   ``step``, flat state) still load.
 - ``state[p]["step"]`` is a float32 CPU scalar tensor; every other state tensor has the
   parameter's shape followed by the rule's per-coordinate dimensions (``h``: ``[*p.shape, L, H]``),
-  and is a ``DTensor`` with the parameter's placements when ``p`` is one (FSDP2).
+  and is a ``DTensor`` with the parameter's placements when ``p`` is one (FSDP2); per-tensor
+  state (``[1, ...]`` rows) is then a replicated ``DTensor`` on the parameter's mesh.
 - All six optimizer hooks of ``torch.optim.Optimizer`` run as usual; float32 state for
   low-precision parameters survives ``load_state_dict`` (torch's loader would cast it to the
   parameter's dtype: an internal load hook restores the saved values in the rule's state dtype).
 
 FSDP2 (``fully_shard``): a coordinate-wise rule steps each ``DTensor`` parameter on its local
-shard, which needs no communication; a rule with per-tensor parts
-(:attr:`~optizoo.rules.UpdateRule.per_tensor`) is refused for sharded parameters.
+shard, which needs no communication. A rule with per-tensor parts
+(:attr:`~optizoo.rules.UpdateRule.per_tensor`, the default ``lstm-hierarchical``) steps the
+local shards too when it :meth:`~optizoo.rules.UpdateRule.supports_sharding`: the per-tensor sums
+its statistics need are all-reduced over each parameter's shard group (one small ``[T, 5]``
+all-reduce per call), so every rank runs the same per-tensor LSTM on whole-tensor statistics;
+its per-tensor state is a replicated ``DTensor``. Such a step is collective: every rank must
+call ``step()`` (as FSDP2 training does). Other per-tensor rules (``orthogonalize=True``) are
+refused for sharded parameters.
 
 ``torch.compile(opt.step)``: while compiling, each parameter is its own batch, the step count is
 passed to the rule as a tensor and non-finite gradients are always masked, so the steady-state
@@ -56,16 +63,19 @@ from copy import deepcopy
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from optizoo._validate import learning_rate, nonnegative_finite
 from optizoo.errors import StateMismatchError
 from optizoo.rules.base import UpdateRule, rule_kwargs, weights_sha256
+from optizoo.rules.segments import Segments
 
 try:  # torch.distributed may be unavailable (some macOS / mobile builds)
-    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor import DTensor, Replicate
 except ImportError:  # pragma: no cover - depends on the torch build
     DTensor = None  # type: ignore[assignment,misc]
+    Replicate = None  # type: ignore[assignment,misc]
 
 __all__ = ["LSTMOptimizer", "LearnedOptimizer"]
 
@@ -89,6 +99,41 @@ def _is_dtensor(t: Any) -> bool:
 def _local(t: Tensor) -> Tensor:
     """The local shard of a ``DTensor`` (a view of its storage), or ``t`` itself."""
     return t.to_local() if _is_dtensor(t) else t
+
+
+def _shard_key(p: Tensor) -> Any:
+    """What a per-tensor rule's bucket must share for one reduction over the shards: the
+    parameter's mesh and placements (``None`` for a plain tensor)."""
+    return (p.device_mesh, tuple(p.placements)) if _is_dtensor(p) else None
+
+
+def _shard_reduce(p: Tensor) -> Callable[[Tensor], Tensor] | None:
+    """For a ``DTensor`` parameter sharded along some mesh dimensions, a function summing a
+    per-tensor tensor over those dimensions' process groups (an in-place all-reduce, on every
+    rank); ``None`` when ``p`` is not sharded (a plain tensor, or replicated)."""
+    if not _is_dtensor(p):
+        return None
+    mesh = p.device_mesh
+    dims = [i for i, placement in enumerate(p.placements) if placement.is_shard()]
+    if not dims:
+        return None
+
+    def reduce(partial: Tensor) -> Tensor:
+        out = partial.contiguous().clone()
+        for dim in dims:
+            dist.all_reduce(out, group=mesh.get_group(dim))
+        return out
+
+    return reduce
+
+
+def _replicated_like(p: Tensor, local: Tensor) -> Tensor:
+    """Per-tensor state ``local`` (``[1, ...]``, the same on every rank) of parameter ``p``: a
+    replicated ``DTensor`` on ``p``'s mesh for a ``DTensor`` parameter, else ``local`` itself."""
+    if not _is_dtensor(p):
+        return local
+    placements = [Replicate()] * p.device_mesh.ndim
+    return DTensor.from_local(local, p.device_mesh, placements, run_check=False)
 
 
 def _real(t: Tensor) -> Tensor:
@@ -210,12 +255,13 @@ class LearnedOptimizer(torch.optim.Optimizer):
                     f"cannot optimize a parameter of dtype {p.dtype}: parameters must be "
                     "floating point or complex"
                 )
-            if _is_dtensor(p) and self.rule.per_tensor:
+            if _is_dtensor(p) and not self.rule.supports_sharding():
                 raise ValueError(
-                    f"rule {self.rule.rule_name!r} has per-tensor parts and cannot step a "
-                    "sharded (DTensor) parameter on its local shard; use a coordinate-wise rule "
-                    "(e.g. LSTMOptimizer(params, weights='lstm-mlp')) or do not shard these "
-                    "parameters (e.g. leave them out of fully_shard)"
+                    f"rule {self.rule.rule_name!r} has per-tensor parts that need whole tensors "
+                    "(e.g. Newton-Schulz orthogonalization) and cannot step a sharded (DTensor) "
+                    "parameter on its local shard; use a rule that supports sharding (the "
+                    "default LSTMOptimizer(params), or weights='lstm-mlp') or do not shard "
+                    "these parameters (e.g. leave them out of fully_shard)"
                 )
         wd = param_group.get("weight_decay", self.defaults.get("weight_decay", 0.0))
         self._check_weight_decay(wd)
@@ -299,10 +345,11 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 count: Any = 0
             else:
                 count = i if compiling else int(state["step"])
-            buckets[(p.device, p.dtype, sdtype, count)].append(p)
+            shard = _shard_key(p) if self.rule.per_tensor else None  # one reduction per call
+            buckets[(p.device, p.dtype, sdtype, count, shard)].append(p)
         for (_device, _pdtype, sdtype), params in fresh.items():
             self._init_state(params, sdtype)
-        for (device, _pdtype, sdtype, count), params in buckets.items():
+        for (device, _pdtype, sdtype, count, _shard), params in buckets.items():
             if compiling:
                 # one parameter per bucket: its step tensor goes to the rule as it is
                 for p in params:
@@ -330,7 +377,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         for key, buf in packed.items():
             if key in tensor_keys:
                 for p, view in zip(params, torch.split(buf, 1)):
-                    self.state[p][key] = view
+                    self.state[p][key] = _replicated_like(p, view)
                 continue
             for p, c, view in zip(params, coords, torch.split(buf, sizes)):
                 self.state[p][key] = _like_param(p, view.view((*c.shape, *buf.shape[1:])))
@@ -370,7 +417,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         packed = torch.cat(tensors)
         for p, view in zip(params, torch.split(packed, [t.shape[0] for t in tensors])):
             if key in self.rule.tensor_state_keys:
-                self.state[p][key] = view
+                self.state[p][key] = _replicated_like(p, view)
                 continue
             shape = _coords(p).shape
             self.state[p][key] = _like_param(p, view.view((*shape, *view.shape[1:])))
@@ -389,7 +436,9 @@ class LearnedOptimizer(torch.optim.Optimizer):
         compiling = _compiling()
         sizes = [_real_numel(p) for p in params]
         total = sum(sizes)
-        if total == 0:  # only empty parameters (or empty local shards): nothing to update
+        # shards of a per-tensor rule: every rank reduces the statistics, even with nothing local
+        reduce = _shard_reduce(params[0]) if self.rule.per_tensor else None
+        if total == 0 and reduce is None:  # only empty parameters or shards: nothing to update
             return
         if self._foreach_applies(rule, params, sdtype, step) and self._step_foreach(
             rule, params, sizes, step, group
@@ -419,10 +468,23 @@ class LearnedOptimizer(torch.optim.Optimizer):
             for size in sizes:
                 offsets.append(offsets[-1] + size)
             shapes = [_real_shape(p) for p in params]
-            calls = [
-                (offsets[i], offsets[j], i, j, rule_kwargs(self.rule, shapes[i:j]))
-                for i, j in _tensor_chunks(sizes, chunk)
-            ]
+            if reduce is None:
+                calls = [
+                    (offsets[i], offsets[j], i, j, rule_kwargs(self.rule, shapes[i:j]))
+                    for i, j in _tensor_chunks(sizes, chunk)
+                ]
+            else:  # shards: runs cut by whole-tensor sizes, the same calls on every rank
+                whole = [math.prod(s) for s in shapes]
+                calls = [
+                    (
+                        offsets[i],
+                        offsets[j],
+                        i,
+                        j,
+                        {"segments": Segments(shapes[i:j], sizes=sizes[i:j], reduce=reduce)},
+                    )
+                    for i, j in _tensor_chunks(whole, chunk)
+                ]
         else:
             calls = [(lo, min(total, lo + chunk), 0, 0, {}) for lo in range(0, total, chunk)]
         updates = []
@@ -785,8 +847,9 @@ class LSTMOptimizer(LearnedOptimizer):
         params: parameters or param groups.
         lr: multiplies the learned update (``1.0`` = as meta-trained).
         weights: ``"default"`` (the shipped default, ``lstm-hierarchical``: a per-tensor LSTM
-            steering an AdamW-like update; it refuses FSDP2-sharded parameters, for which
-            ``"lstm-mlp"``, a coordinate-wise LSTM, works), a pretrained name from
+            steering an AdamW-like update; FSDP2-sharded parameters work, its per-tensor
+            statistics all-reduced over the shards; ``"lstm-mlp"`` is a coordinate-wise LSTM
+            that needs no communication), a pretrained name from
             :func:`optizoo.list_pretrained`, a path to a ``.safetensors`` weight file, or ``None``
             for a freshly initialized LSTM (the starting point for meta-training; it does not
             optimize anything well until trained).

@@ -243,18 +243,19 @@ def test_compiled_step_check_passes_for_adamw():
     check_compiled_step(adamw_factory)
 
 
-def test_compiled_lstm_step_no_graph_breaks_and_torch_logs_shows_no_recompiles():
-    # the shipped optimizer through check_compiled_step (no graph break in steady state, no new
-    # frame while a tensor lr changes) in a subprocess with TORCH_LOGS=recompiles, which prints
-    # every recompilation: warm-up recompiles (state is created at step 1), steady state must not
+@pytest.mark.parametrize("weights", ["default", "lstm-mlp"])
+def test_compiled_lstm_step_no_graph_breaks_and_torch_logs_shows_no_recompiles(weights):
+    # the shipped optimizers (the per-tensor default and the coordinate-wise lstm-mlp) through
+    # check_compiled_step (no graph break in steady state, no new frame while a tensor lr
+    # changes) in a subprocess with TORCH_LOGS=recompiles, which prints every recompilation:
+    # warm-up recompiles (state is created at step 1), steady state must not
     script = textwrap.dedent(
-        """
+        f"""
         import sys, torch
         from optizoo.optim import LSTMOptimizer
         from optizoo.testing.clients import check_compiled_step
-        check_compiled_step(  # the coordinate-wise LSTM (the default's per-tensor statistics
-            # read the step count on the host: graph breaks, see test_compiled_default_step_...)
-            lambda params, **kw: LSTMOptimizer(params, weights="lstm-mlp", **kw),
+        check_compiled_step(
+            lambda params, **kw: LSTMOptimizer(params, weights={weights!r}, **kw),
             on_steady=lambda: print("STEADY", file=sys.stderr, flush=True),
         )
         print("DONE", file=sys.stderr, flush=True)
@@ -272,8 +273,9 @@ def test_compiled_lstm_step_no_graph_breaks_and_torch_logs_shows_no_recompiles()
 
 
 def test_compiled_default_step_matches_eager():
-    """torch.compile(opt.step) of the default (per-tensor) rule runs, with graph breaks, and
-    gives the eager run's parameters to float rounding."""
+    """torch.compile(opt.step) (inductor) of the default (per-tensor) rule gives the eager run's
+    parameters to float32 rounding (rtol 1e-5, atol 1e-6; the eager step computes the bias
+    corrections and progress features in double precision, the compiled one in float32)."""
     a, b = _model(), _model()
     eager, compiled = LSTMOptimizer(a.parameters()), LSTMOptimizer(b.parameters())
     step = torch.compile(compiled.step)
@@ -289,21 +291,44 @@ def test_compiled_default_step_matches_eager():
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
 def test_fsdp2_two_gloo_processes_match_unsharded_and_resume():
-    # AdamW proves the check; the shipped LSTM and the paper's LSTM are ours (one process pair)
-    check_fsdp2_steps([adamw_factory, lstm_mlp_factory, paper_lstm_factory])
+    # AdamW proves the check; the default (per-tensor: statistics all-reduced over the shards),
+    # the coordinate-wise lstm-mlp and the paper's LSTM are ours (one process pair)
+    check_fsdp2_steps([adamw_factory, lstm_factory, lstm_mlp_factory, paper_lstm_factory])
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
-def test_rule_with_per_tensor_parts_refuses_sharded_parameters(tmp_path):
+def test_sharded_parameters_with_per_tensor_and_coordinate_wise_rules(tmp_path):
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor import Shard, distribute_tensor
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
     try:
         mesh = init_device_mesh("cpu", (1,))
         p = nn.Parameter(distribute_tensor(torch.randn(4, 3), mesh, [Shard(0)]))
-        with pytest.raises(ValueError, match=r"per-tensor parts.*sharded.*weights='lstm-mlp'"):
-            LearnedOptimizer([p], HierarchicalRule())  # per-tensor LSTM
+        with pytest.raises(ValueError, match=r"per-tensor parts.*whole tensors.*sharded"):
+            LearnedOptimizer([p], HierarchicalRule(orthogonalize=True))  # Newton-Schulz
+        # the per-tensor LSTM steps shards (statistics all-reduced over the shard group: here
+        # one process) as the unsharded optimizer steps whole tensors (float32: rtol 1e-6, the
+        # flat path against the in-place one), its per-tensor state replicated on the mesh
+        rule = HierarchicalRule(nominal_lr=0.1)
+        plain = [nn.Parameter(p.detach().full_tensor().clone()), nn.Parameter(torch.randn(5))]
+        q = nn.Parameter(distribute_tensor(plain[1].detach().clone(), mesh, [Shard(0)]))
+        sharded_opt = LearnedOptimizer([p, q], copy.deepcopy(rule))
+        plain_opt = LearnedOptimizer(plain, copy.deepcopy(rule))
+        g = torch.Generator().manual_seed(3)
+        for _ in range(3):
+            grads = [torch.randn(4, 3, generator=g), torch.randn(5, generator=g)]
+            for a, b, gr in zip((p, q), plain, grads):
+                a.grad = distribute_tensor(gr.clone(), mesh, [Shard(0)])
+                b.grad = gr.clone()
+            sharded_opt.step()
+            plain_opt.step()
+        for a, b in zip((p, q), plain):
+            torch.testing.assert_close(a.detach().full_tensor(), b.detach(), rtol=1e-6, atol=1e-7)
+        h = sharded_opt.state[p]["tensor_h"]
+        assert type(h) is type(p) and list(h.placements) == [Replicate()]
+        torch.testing.assert_close(h.to_local(), plain_opt.state[plain[0]]["tensor_h"])
+        p = nn.Parameter(distribute_tensor(torch.randn(4, 3), mesh, [Shard(0)]))
         opt = LearnedOptimizer([p], Adam(lr=0.1))  # coordinate-wise: steps the local shard
         p.grad = distribute_tensor(torch.ones(4, 3), mesh, [Shard(0)])
         before = p.detach().to_local().clone()

@@ -46,14 +46,21 @@ class UpdateRule(nn.Module):
     #: Whether :meth:`forward` reads ``param`` (the current parameter values).
     needs_param: ClassVar[bool] = False
     #: Whether the rule needs whole tensors (``segments=`` in init_state and forward). A rule
-    #: with per-tensor statistics cannot step a subset of coordinates (a chunk, an FSDP shard)
-    #: alone: the optimizer then refuses sharded (DTensor) parameters.
+    #: with per-tensor statistics cannot step a subset of coordinates (a chunk) alone; it steps
+    #: FSDP shards only if :meth:`supports_sharding` (its statistics are then reduced over the
+    #: shards), else the optimizer refuses sharded (DTensor) parameters.
     per_tensor: ClassVar[bool] = False
     #: State keys with one row per tensor (per-tensor rules), not one per coordinate.
     tensor_state_keys: ClassVar[tuple[str, ...]] = ()
     #: Coordinates per call this rule runs best with (``None``: the optimizer's default chunk).
     #: Cheap rules set it high: each call has a fixed per-call cost.
     preferred_chunk: ClassVar[int | None] = None
+
+    def supports_sharding(self) -> bool:
+        """Whether the rule can step each tensor's local shard (FSDP2 ``DTensor`` parameters):
+        every coordinate-wise rule can; a per-tensor rule only if all its per-tensor parts sum
+        partial statistics over the shards through ``Segments.reduce`` (override to say so)."""
+        return not self.per_tensor
 
     def init_state(self, flat: Tensor) -> State:
         """Fresh per-coordinate state for the coordinates ``flat`` (shape ``[n]``).

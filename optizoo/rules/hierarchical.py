@@ -27,7 +27,11 @@ direction (costly: see ``docs/benchmarks.md``).
 
 The per-coordinate work is a few element-wise passes; the LSTM runs on ``T`` rows (the number of
 tensors), so the cost is close to Adam's. The rule is per-tensor: callers pass
-``segments=Segments(shapes)`` (``LearnedOptimizer`` and ``unroll`` do).
+``segments=Segments(shapes)`` (``LearnedOptimizer`` and ``unroll`` do). It also steps shards of
+the tensors (FSDP2): with ``Segments(shapes, sizes=local_sizes, reduce=all_reduce)`` the
+per-tensor sums of the statistics are one all-reduce of a ``[T, 5]`` tensor per call (with
+``normalize``, one ``[T]`` more per direction), after which every shard runs the same LSTM on
+the same inputs and updates its own coordinates (not with ``orthogonalize``).
 """
 
 from __future__ import annotations
@@ -61,14 +65,23 @@ def _positive(value: Any, name: str) -> float:
     return float(value)
 
 
+def _vector(values: Sequence[float | Tensor], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``[len(values)]`` from Python numbers (eager: one ``torch.tensor``) or, when some are 0-d
+    tensors (a compiled step's bias corrections), one ``stack`` (no host read)."""
+    if not any(isinstance(v, Tensor) for v in values):
+        return torch.tensor(values, dtype=dtype, device=device)
+    return torch.stack([torch.as_tensor(v, dtype=dtype, device=device) for v in values])
+
+
 def _combine(vectors: list[Tensor], coef: Tensor, segments: Segments) -> Tensor:
     """``Σ_k coef[T(i), k] · vectors[k][i]``: per-tensor coefficients ``[T, K]`` times
     per-coordinate vectors (each ``[n]``).
 
     Three equivalent paths: under autograd a loop over tensors (differentiable, no index
-    tensors); without autograd on the CPU, the coefficients as Python numbers written straight
-    into one buffer (fewest passes; ``tolist`` is free on a CPU); elsewhere one broadcast of the
-    coefficients (no host synchronisation).
+    tensors); without autograd on the CPU, eagerly, the coefficients as Python numbers written
+    straight into one buffer (fewest passes; ``tolist`` is free on a CPU); elsewhere, and under
+    ``torch.compile`` (where ``tolist`` would break the graph), one broadcast of the coefficients
+    (no host synchronisation).
     """
     if len(segments) == 1:
         rows = coef[0]
@@ -86,7 +99,7 @@ def _combine(vectors: list[Tensor], coef: Tensor, segments: Segments) -> Tensor:
                 out = out.addcmul(pieces[k][i], c[k])
             outs.append(out)
         return torch.cat(outs)
-    if coef.device.type == "cpu":
+    if coef.device.type == "cpu" and not torch.compiler.is_compiling():
         out = torch.empty_like(vectors[0])
         views = segments.split(out)
         for i, c in enumerate(coef.tolist()):
@@ -213,9 +226,13 @@ class HierarchicalRule(UpdateRule):
         state: State,
         *,
         param: Tensor | None = None,
-        step: int,
+        step: int | Tensor,
         segments: Segments | None = None,
     ) -> tuple[Tensor, State]:
+        """One step on a flat batch (differentiable: meta-training's path). ``step`` is the
+        1-based step, a Python int or, under ``torch.compile(opt.step)``, the optimizer's 0-d
+        step tensor: the compiled step then reads nothing on the host (no graph break, no
+        recompile as the step grows) and matches the eager one to float rounding."""
         if param is None:
             raise ValueError(
                 "HierarchicalRule needs param= (the flat parameter values) for its weight decay "
@@ -252,9 +269,9 @@ class HierarchicalRule(UpdateRule):
         sums: dict[str, Tensor],
         inv_rms: Tensor | None,
         state: State,
-        step: int,
+        step: int | Tensor,
         segments: Segments,
-        scales: list[float],
+        scales: list[float | Tensor],
         like: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor, State]:
         """The per-tensor part, shared by :meth:`forward` and :meth:`step_foreach`: statistics
@@ -269,12 +286,18 @@ class HierarchicalRule(UpdateRule):
         top, cell_state = self.cell(x, state, compute)
         new_state.update(cell_state)
         lr, wd, mix = self.coefficients(self.head(top, compute))  # [T], [T], [T, K+1]
-        scale = torch.tensor(scales, dtype=compute, device=mix.device)
+        scale = _vector(scales, compute, mix.device)
         mix = mix * scale
         if inv_rms is not None:
             # RMS of the raw directions: the bias corrections cancel in d_k / rms(d_k)
             mix = mix * (inv_rms / scale)
         return lr, wd, mix, new_state
+
+    def supports_sharding(self) -> bool:
+        """Whether FSDP2 shards can be stepped: every option but ``orthogonalize`` (the
+        per-tensor sums, and with ``normalize`` the directions' RMS, are reduced over the
+        shards; Newton–Schulz needs whole matrices)."""
+        return self.ns is None
 
     def supports_foreach(self) -> bool:
         """Whether :meth:`step_foreach` applies (every option but ``orthogonalize``)."""

@@ -5,11 +5,16 @@ Per-tensor parts receive the flat batch ``[n]`` of all coordinates of several te
 through ``torch._foreach_norm`` (one call for all tensors) and broadcasts back to coordinates
 through one ``cat`` of expanded views, so the cost does not grow with a Python loop over
 tensors; both are differentiable (meta-training backpropagates through them).
+
+A batch may hold only a *shard* of each tensor (FSDP2: every rank steps its local shard): then
+``sizes`` are the local coordinate counts, ``shapes`` stay the whole tensors' shapes (what
+per-tensor statistics describe) and :meth:`Segments.reduce` sums per-tensor partial sums over
+the shards (an all-reduce over the shard group), so that every rank sees whole-tensor statistics.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -23,15 +28,52 @@ class Segments:
     Args:
         shapes: the shape of each tensor, in the order their coordinates appear in the batch
             (``torch.Size`` or tuples; ``()`` is a scalar with one coordinate).
+        sizes: the coordinates of each tensor present in the batch, when it holds only a shard
+            of each (default: whole tensors, ``shape.numel()`` each).
+        reduce: with ``sizes``, a function summing per-tensor partial sums ``[T, ...]`` over the
+            shards of every tensor (e.g. an all-reduce over the shard group); it must return
+            the sums (it may work in place on its argument).
     """
 
-    def __init__(self, shapes: Sequence[Sequence[int]]) -> None:
+    def __init__(
+        self,
+        shapes: Sequence[Sequence[int]],
+        *,
+        sizes: Sequence[int] | None = None,
+        reduce: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
         self.shapes = [torch.Size(s) for s in shapes]
         if not self.shapes:
             raise ValueError("Segments needs at least one tensor shape")
-        self.sizes = [s.numel() for s in self.shapes]
+        #: the whole tensors' coordinate counts (what per-tensor means and statistics use)
+        self.full_sizes = [s.numel() for s in self.shapes]
+        if sizes is None:
+            if reduce is not None:
+                raise ValueError("Segments(reduce=...) needs sizes= (the shards' sizes)")
+            self.sizes = list(self.full_sizes)
+        else:
+            self.sizes = [int(n) for n in sizes]
+            if len(self.sizes) != len(self.shapes) or not all(
+                0 <= n <= full for n, full in zip(self.sizes, self.full_sizes)
+            ):
+                raise ValueError(
+                    f"sizes must give, for each of the {len(self.shapes)} tensors, how many of "
+                    f"its coordinates the batch holds (0 to its numel {self.full_sizes}), got "
+                    f"{list(sizes)}"
+                )
         self.numel = sum(self.sizes)
+        self._reduce = reduce
         self._lengths: dict[torch.device, Tensor] = {}
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the batch holds shards whose partial sums :meth:`reduce` combines."""
+        return self._reduce is not None
+
+    def reduce(self, partial: Tensor) -> Tensor:
+        """Whole-tensor sums ``[T, ...]`` from this batch's per-tensor partial sums (the shards'
+        sums combined; ``partial`` itself when the batch holds whole tensors)."""
+        return partial if self._reduce is None else self._reduce(partial)
 
     @classmethod
     def single(cls, n: int) -> Segments:
@@ -66,15 +108,16 @@ class Segments:
         return list(x.split(self.sizes)) if len(self.sizes) > 1 else [x]
 
     def sumsq(self, x: Tensor) -> Tensor:
-        """``[T]``: the sum of squares of each tensor's coordinates of ``x [n]``."""
+        """``[T]``: the sum of squares of each tensor's coordinates of ``x [n]`` (in this batch:
+        :meth:`reduce` makes whole-tensor sums of a shard's)."""
         return torch.stack(torch._foreach_norm(self.split(x))).square()
 
     def mean_square(self, x: Tensor) -> Tensor:
-        """``[T]``: each tensor's mean of ``x²``."""
-        return self.sumsq(x) / torch.tensor(self.sizes, dtype=x.dtype, device=x.device)
+        """``[T]``: each (whole) tensor's mean of ``x²``."""
+        return self.reduce(self.sumsq(x)) / self.numels(x)
 
     def dot(self, x: Tensor, y: Tensor) -> Tensor:
-        """``[T]``: each tensor's ``Σ x·y``."""
+        """``[T]``: each tensor's ``Σ x·y`` (over this batch's coordinates)."""
         return torch.stack([a.dot(b) for a, b in zip(self.split(x), self.split(y))])
 
     def expand(self, v: Tensor) -> Tensor:
@@ -96,5 +139,5 @@ class Segments:
         )
 
     def numels(self, like: Tensor) -> Tensor:
-        """``[T]``: the tensor sizes as floats of ``like``'s dtype and device."""
-        return torch.tensor(self.sizes, dtype=like.dtype, device=like.device)
+        """``[T]``: the (whole) tensors' sizes as floats of ``like``'s dtype and device."""
+        return torch.tensor(self.full_sizes, dtype=like.dtype, device=like.device)

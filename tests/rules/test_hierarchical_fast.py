@@ -121,9 +121,18 @@ def _assert_updates(got, want, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("normalize", [False, True])
-@pytest.mark.parametrize("path", ["foreach", "forward_no_grad", "forward_autograd"])
+@pytest.mark.parametrize(
+    "path", ["foreach", "forward_no_grad", "forward_autograd", "tensor_step", "compiled"]
+)
 def test_fast_and_differentiable_paths_match_the_reference(path, normalize, dtype):
+    """Every path against the reference; ``tensor_step`` passes the step as a 0-d float32
+    tensor (what a compiled optimizer step does), ``compiled`` also runs ``forward`` through
+    ``torch.compile(fullgraph=True)`` (graph capture only: a graph break fails)."""
     rule = _rule(normalize, dtype)
+    forward = rule
+    if path == "compiled":
+        torch._dynamo.reset()
+        forward = torch.compile(rule, backend="eager", fullgraph=True)
     seg = Segments(SHAPES)
     thetas, grads = _problem(dtype)
     ref_state = _fresh_reference_state(rule, dtype)
@@ -140,8 +149,9 @@ def test_fast_and_differentiable_paths_match_the_reference(path, normalize, dtyp
                 )
             state.update(tensor_state)
         else:
+            step = torch.tensor(float(t)) if path in ("tensor_step", "compiled") else t
             with torch.set_grad_enabled(path == "forward_autograd"):
-                u, state = rule(torch.cat(g), state, param=flat, step=t, segments=seg)
+                u, state = forward(torch.cat(g), state, param=flat, step=step, segments=seg)
             got = seg.split(u.detach())
             state = {k: v.detach() for k, v in state.items()}
         _assert_updates(got, want, dtype)
@@ -203,3 +213,87 @@ def test_step_foreach_refuses_autograd_and_orthogonalize():
             [torch.ones(3)], [torch.zeros(3)], {**state, **lists}, step=1, segments=seg
         )
     assert not HierarchicalRule(orthogonalize=True).supports_foreach()
+
+
+def _shards(t: torch.Tensor, cut: int) -> list[torch.Tensor]:
+    """A flat tensor's two shards (the first ``cut`` coordinates and the rest), as FSDP2's
+    row shards are (any cut: the sums are order-free); ``cut`` may leave one empty."""
+    return [t[:cut], t[cut:]]
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_shards_with_reduced_statistics_step_as_whole_tensors(normalize):
+    """Two shards of every tensor (one of them empty for the last tensor), each stepped with
+    ``Segments(shapes, sizes=..., reduce=...)`` whose reduce adds the other shard's partial sums
+    (what an all-reduce over 2 ranks returns): the shards' updates and per-tensor state equal
+    the whole tensors' (float64, 1e-12), and one reduce per step carries the statistics (plus
+    one per direction with ``normalize``)."""
+    dtype = torch.float64
+    rule = _rule(normalize, dtype)
+    thetas, grads = _problem(dtype)
+    cuts = [math.prod(s) // 2 for s in SHAPES[:-1]] + [0]
+    flat = torch.cat(thetas)
+    whole = Segments(SHAPES)
+    state = rule.init_state(flat, segments=whole)
+    local = [[_shards(t, c)[r] for t, c in zip(thetas, cuts)] for r in range(2)]
+    sizes = [[x.numel() for x in local[r]] for r in range(2)]
+    shard_state = [
+        rule.init_state(torch.cat(local[r]), segments=Segments(SHAPES, sizes=sizes[r]))
+        for r in range(2)
+    ]
+    for t, g in enumerate(grads, start=1):
+        with torch.no_grad():
+            want, state = rule(torch.cat(g), state, param=flat, step=t, segments=whole)
+        g_local = [[_shards(x, c)[r] for x, c in zip(g, cuts)] for r in range(2)]
+        partials: list[list[torch.Tensor]] = [[], []]
+        for rank in (0, 1):  # record each shard's partial sums (the values its rank sends)
+            rec = Segments(
+                SHAPES, sizes=sizes[rank], reduce=lambda x, p=partials[rank]: p.append(x) or x
+            )
+            with torch.no_grad():
+                rule(
+                    torch.cat(g_local[rank]),
+                    shard_state[rank],
+                    param=torch.cat(local[rank]),
+                    step=t,
+                    segments=rec,
+                )
+        assert len(partials[0]) == (1 + (len(rule.moments.betas) + 1 if normalize else 0))
+        got, new_states = [], []
+        for rank in (0, 1):  # step each shard with the summed statistics
+            other = iter(partials[1 - rank])
+            seg = Segments(SHAPES, sizes=sizes[rank], reduce=lambda x, o=other: x + next(o))
+            with torch.no_grad():
+                u, st = rule(
+                    torch.cat(g_local[rank]),
+                    shard_state[rank],
+                    param=torch.cat(local[rank]),
+                    step=t,
+                    segments=seg,
+                )
+            got.append(seg.split(u))
+            new_states.append(st)
+        shard_state = new_states
+        for i, w in enumerate(whole.split(want)):
+            torch.testing.assert_close(torch.cat([got[0][i], got[1][i]]), w, rtol=1e-12, atol=1e-15)
+        for key in rule.tensor_state_keys:
+            for rank in (0, 1):
+                torch.testing.assert_close(
+                    shard_state[rank][key], state[key], rtol=1e-12, atol=1e-15
+                )
+
+
+def test_sharded_segments_validate_and_newton_schulz_refuses_shards():
+    with pytest.raises(ValueError, match="sizes must give"):
+        Segments([(4, 3)], sizes=[13], reduce=lambda x: x)
+    with pytest.raises(ValueError, match="needs sizes"):
+        Segments([(4, 3)], reduce=lambda x: x)
+    seg = Segments([(4, 3), (2,)], sizes=[6, 0], reduce=lambda x: 2 * x)
+    assert seg.sharded and seg.numel == 6 and seg.full_sizes == [12, 2]
+    x = torch.arange(6.0)
+    torch.testing.assert_close(seg.mean_square(x), torch.tensor([2 * 55.0 / 12, 0.0]))
+    rule = HierarchicalRule(orthogonalize=True)
+    assert not rule.supports_sharding() and HierarchicalRule().supports_sharding()
+    state = rule.init_state(torch.zeros(6), segments=seg)
+    with pytest.raises(ValueError, match="whole matrices"):
+        rule(torch.ones(6), state, param=torch.zeros(6), step=1, segments=seg)

@@ -25,6 +25,7 @@ from optizoo.rules.parts import (
     lstm_layer,
 )
 from optizoo.rules.parts.base import SCOPES
+from optizoo.rules.parts.inputs import one_minus_power, progress_features
 
 D = torch.float64
 
@@ -196,6 +197,64 @@ def test_tensor_stats_are_scale_free():
     x3, _ = stats(seg, s1, grad=2 * g, momentum=m, direction=d, param=theta, step=2)
     torch.testing.assert_close(x3[:, 3], torch.full((2,), math.log(2.0), dtype=D))  # trend
     assert x1[:, -2].tolist() == [1.0, 0.0]  # matrix flag
+
+
+def test_one_minus_power_is_accurate_in_float32():
+    """``1 − βᵗ`` of a float32 step tensor against the same in Python's double precision: within
+    2 float32 ulps (rtol 2.4e-7), where the direct float32 ``1 − β**t`` is off by up to 6e-5 at
+    β = 0.999 (cancellation); β = 0 gives 1."""
+    betas = [0.0, 0.5, 0.9, 0.99, 0.999, 0.9999]
+    steps = [1, 2, 3, 10, 77, 1000, 12345]
+    worst = naive_worst = 0.0
+    for beta in betas:
+        for t in steps:
+            want = 1 - beta**t
+            step = torch.tensor(float(t))
+            got = one_minus_power(beta, step)
+            assert got.dtype == torch.float32
+            worst = max(worst, abs(got.item() - want) / want)
+            naive = 1 - torch.tensor(beta, dtype=torch.float32) ** step
+            naive_worst = max(naive_worst, abs(naive.item() - want) / want)
+    assert worst <= 2.4e-7 and naive_worst > 1e-5
+
+
+def test_progress_features_tensor_and_python_steps_agree():
+    """tanh(t / T): a Python step (double precision, then rounded) and a tensor step (float32 on
+    the device) agree to float32 rounding (rtol 2.4e-7, atol 1e-7 near 0)."""
+    taus = (30.0, 300.0, 3000.0)
+    like = torch.zeros(1)
+    for t in (1, 29, 300, 5000):
+        want = torch.tensor([math.tanh(t / tau) for tau in taus])
+        assert torch.equal(progress_features(t, taus, like), want)
+        got = progress_features(torch.tensor(float(t)), taus, like)
+        torch.testing.assert_close(got, want, rtol=2.4e-7, atol=1e-7)
+
+
+def test_moments_and_tensor_stats_take_a_tensor_step():
+    """A 0-d tensor step (what a compiled optimizer step passes) gives the Python step's
+    directions and statistics (float64: tolerance 1e-12), trend 0 at step 1 included."""
+    seg = Segments([(4, 5), (7,)])
+    mom, stats = Moments(betas=(0.9, 0.0)), TensorStats()
+    torch.manual_seed(6)
+    theta = torch.randn(27, dtype=D)
+
+    def step(state, g, t):
+        d, new = mom(g, state, t)
+        x, st = stats(seg, state, grad=g, momentum=new["m0"], direction=d[0], param=theta, step=t)
+        return d, x, {**new, **st}
+
+    s_int = s_ten = {**mom.init_state(theta, D), **stats.init_state(2, D, theta.device)}
+    for t in (1, 2, 3):
+        g = torch.randn(27, dtype=D)
+        d1, x1, s_int = step(s_int, g, t)
+        d2, x2, s_ten = step(s_ten, g, torch.tensor(float(t)))
+        for a, b in zip(d1, d2):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(x1, x2, rtol=1e-12, atol=1e-14)
+        if t == 1:
+            assert x2[:, 3].abs().max() == 0  # no trend at the first step
+    with pytest.raises(ValueError, match="1-based"):
+        mom(g, s_int, 0)
 
 
 def test_preprocessed_wraps_the_registry():

@@ -36,7 +36,15 @@ from optizoo.preprocess.builtin import log_and_sign
 from optizoo.rules.parts.base import Part
 from optizoo.rules.segments import Segments
 
-__all__ = ["FEATURE_STATE_KEYS", "Features", "Moments", "Preprocessed", "TensorStats"]
+__all__ = [
+    "FEATURE_STATE_KEYS",
+    "Features",
+    "Moments",
+    "Preprocessed",
+    "TensorStats",
+    "one_minus_power",
+    "progress_features",
+]
 
 #: floor of ``v`` under the square root (keeps ∂√v/∂v finite for coordinates with zero gradient)
 _V_FLOOR = 1e-30
@@ -52,6 +60,42 @@ def _progress(progress: Sequence[float]) -> tuple[float, ...]:
     if not all(isinstance(t, (int, float)) and math.isfinite(t) and t > 0 for t in progress):
         raise ValueError(f"progress time constants must be positive, got {list(progress)!r}")
     return tuple(float(t) for t in progress)
+
+
+def _check_step(step: int | Tensor) -> bool:
+    """Validate a 1-based step number; ``True`` when it is a tensor (a compiled optimizer step
+    passes its 0-d float step count, so that no step is read on the host: no graph break, no
+    recompile per step), ``False`` for a Python int (checked ``>= 1``)."""
+    if isinstance(step, Tensor):
+        return True
+    if step < 1:
+        raise ValueError(f"step is 1-based, got {step}")
+    return False
+
+
+def _step_as(step: Tensor, like: Tensor) -> Tensor:
+    """A tensor step count in ``like``'s dtype and on its device."""
+    return step.to(device=like.device, dtype=like.dtype)
+
+
+def one_minus_power(beta: float, step: Tensor) -> Tensor:
+    """``1 − βᵗ`` for a tensor step ``t`` (a bias correction of a compiled step), in ``step``'s
+    dtype, as ``−expm1(t · ln β)`` with ``ln β`` in double precision: accurate to float32
+    rounding even where ``1 − βᵗ`` is small (at ``β = 0.999, t = 1`` the direct float32 form
+    loses four digits to cancellation), so the compiled step stays close to the eager one (which
+    computes the corrections in double precision); ``β = 0`` gives 1."""
+    log_beta = math.log(beta) if beta > 0 else -math.inf  # expm1(−inf) = −1
+    return -torch.expm1(step * log_beta)
+
+
+def progress_features(step: int | Tensor, taus: Sequence[float], like: Tensor) -> Tensor:
+    """``[len(taus)]``: training-progress features ``tanh(step / T)``, one per time constant
+    ``T``, in ``like``'s dtype and on its device. A Python step is computed on the host in double
+    precision (then rounded); a tensor step (compiled) on the device, without a host read."""
+    if isinstance(step, Tensor):
+        t = torch.tensor(taus, dtype=like.dtype, device=like.device)
+        return torch.tanh(_step_as(step, like) / t)
+    return torch.tensor([math.tanh(step / t) for t in taus], dtype=like.dtype, device=like.device)
 
 
 class Features(Part):
@@ -119,7 +163,12 @@ class Features(Part):
         }
 
     def forward(
-        self, grad: Tensor, state: dict[str, Tensor], *, param: Tensor | None = None, step: int
+        self,
+        grad: Tensor,
+        state: dict[str, Tensor],
+        *,
+        param: Tensor | None = None,
+        step: int | Tensor,
     ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """One step of the feature state.
 
@@ -127,15 +176,14 @@ class Features(Part):
             grad: flat gradient ``[n]`` (the compute dtype).
             state: ``{"m": [n, B], "v": [n]}`` from :meth:`init_state` or a previous call.
             param: flat parameter values ``[n]`` (required when ``param=True``).
-            step: 1-based step number.
+            step: 1-based step number: a Python int, or a 0-d tensor (what a compiled
+                optimizer step passes; then nothing is read on the host).
 
         Returns:
             ``(features [n, k], new_state, normalized)`` where ``normalized [n, B]`` holds the
             unclamped Adam-normalized momenta ``m̂_i / (√v̂ + ε)`` (the nominal directions).
         """
-        tensor_step = isinstance(step, Tensor)  # a compiled optimizer step passes a 0-d tensor
-        if not tensor_step and step < 1:
-            raise ValueError(f"step is 1-based, got {step}")
+        tensor_step = _check_step(step)
         dt = grad.dtype
         betas = torch.tensor(self.betas, dtype=dt, device=grad.device)
         m_prev = state["m"].to(dt)
@@ -143,9 +191,9 @@ class Features(Part):
         g = grad.unsqueeze(1)
         m = m_prev + (1 - betas) * (g - m_prev)
         v = self.beta2 * v_prev + (1 - self.beta2) * grad * grad
-        bc1 = 1 - betas**step  # [B]
+        bc1 = 1 - betas**step  # [B] (in the compute dtype, as eager)
         if tensor_step:
-            bc2_sqrt = (1 - self.beta2 ** step.to(dt)).sqrt()
+            bc2_sqrt = one_minus_power(self.beta2, _step_as(step, grad)).sqrt()
         else:
             bc2_sqrt = math.sqrt(1 - self.beta2**step)
         # √max(v, 1e-30): never-moving coordinates (v = 0) would give an infinite derivative of
@@ -163,12 +211,8 @@ class Features(Part):
                 raise ValueError("these features include the parameter value; pass param=")
             feats.append(param.to(dt).unsqueeze(1))
         if self.progress:
-            if tensor_step:
-                taus = torch.tensor(self.progress, dtype=dt, device=grad.device)
-                prog = torch.tanh(step.to(device=grad.device, dtype=dt) / taus)
-            else:
-                prog = torch.tensor([math.tanh(step / t) for t in self.progress], dtype=dt)
-            feats.append(prog.to(grad.device).expand(grad.shape[0], -1))
+            prog = progress_features(step, self.progress, grad)
+            feats.append(prog.expand(grad.shape[0], -1))
         x = torch.cat(feats, dim=1).clamp(-self.clip, self.clip)
         sdt = state["m"].dtype
         return x, {"m": m.to(sdt), "v": v.to(sdt)}, normalized
@@ -273,11 +317,11 @@ class TensorStats(Part):
         momentum: Tensor,
         direction: Tensor,
         param: Tensor,
-        step: int,
-        direction_scale: float = 1.0,
+        step: int | Tensor,
+        direction_scale: float | Tensor = 1.0,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Statistics ``[T, k]`` and the new ``tensor_lg``; every input is ``[n]``; the direction
-        is ``direction · direction_scale``."""
+        is ``direction · direction_scale``; ``step`` is a 1-based int or (compiled) a 0-d tensor."""
         sums = self.reduce(
             segments.split(grad),
             segments.split(momentum),
@@ -315,13 +359,20 @@ class TensorStats(Part):
         segments: Segments,
         state: dict[str, Tensor],
         *,
-        step: int,
+        step: int | Tensor,
         like: Tensor,
-        direction_scale: float = 1.0,
+        direction_scale: float | Tensor = 1.0,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Statistics ``[T, k]`` and the new ``tensor_lg`` from :meth:`reduce`'s sums (the
         direction's sum of squares is scaled by ``direction_scale²``); ``like`` gives the dtype
-        and device."""
+        and device. ``step`` is a 1-based int or, under ``torch.compile``, a 0-d tensor (then
+        nothing is read on the host). When the batch holds shards (``segments.sharded``: FSDP2),
+        the sums are a shard's: one :meth:`Segments.reduce` of all of them (``[T, 5]``, one
+        all-reduce) makes them whole-tensor sums, the same on every shard."""
+        if segments.sharded:
+            keys = sorted(sums)
+            whole = segments.reduce(torch.stack([sums[k] for k in keys], dim=1))
+            sums = dict(zip(keys, whole.unbind(1)))
         numel = segments.numels(like)
         gg, mm, gm = sums["gg"], sums["mm"], sums["gm"]
         cos = gm / (gg * mm).clamp_min(_TINY).sqrt()
@@ -330,19 +381,27 @@ class TensorStats(Part):
         log_p = (sums["pp"] / numel).clamp_min(_TINY).log() / 10
         lg = (gg / numel).clamp_min(_TINY).log() / 2
         prev = state["tensor_lg"].to(like.dtype)
-        trend = (lg - prev).clamp(-5.0, 5.0) if step > 1 else torch.zeros_like(lg)
+        if _check_step(step):  # compiled: no host read of the step
+            first = _step_as(step, like) <= 1
+            trend = torch.where(first, torch.zeros_like(lg), (lg - prev).clamp(-5.0, 5.0))
+        else:
+            trend = (lg - prev).clamp(-5.0, 5.0) if step > 1 else torch.zeros_like(lg)
         cols = [cos, log_d.clamp(-4.0, 2.0), log_p.clamp(-4.0, 2.0), trend]
         x = torch.stack(cols, dim=1)
         if self.progress:
-            prog = torch.tensor(
-                [math.tanh(step / t) for t in self.progress], dtype=like.dtype, device=like.device
-            )
+            prog = progress_features(step, self.progress, like)
             x = torch.cat([x, prog.expand(len(segments), -1)], dim=1)
         x = torch.cat([x, self.static(segments, like)], dim=1)
         return x, {"tensor_lg": lg.to(state["tensor_lg"].dtype)}
 
     def config(self) -> dict[str, Any]:
         return {"progress": list(self.progress)}
+
+
+def _is_one(c: float | Tensor) -> bool:
+    """Whether a scale is the Python number 1 (a tensor scale is never skipped: comparing it
+    would read it on the host)."""
+    return not isinstance(c, Tensor) and c == 1.0
 
 
 class Moments(Part):
@@ -389,27 +448,35 @@ class Moments(Part):
         return {k: torch.zeros(n, dtype=dtype, device=flat.device) for k in self.state_keys}
 
     def forward(
-        self, grad: Tensor, state: dict[str, Tensor], step: int
+        self, grad: Tensor, state: dict[str, Tensor], step: int | Tensor
     ) -> tuple[list[Tensor], dict[str, Tensor]]:
         """``(directions, new_state)``: ``K + 1`` directions ``[n]``; ``grad`` in the compute
-        dtype."""
+        dtype; ``step`` as in :meth:`raw`."""
         raw, scales, new = self.raw(grad, state, step)
-        return [r * c if c != 1.0 else r for r, c in zip(raw, scales)], new
+        return [r if _is_one(c) else r * c for r, c in zip(raw, scales)], new
 
     def raw(
-        self, grad: Tensor, state: dict[str, Tensor], step: int
-    ) -> tuple[list[Tensor], list[float], dict[str, Tensor]]:
+        self, grad: Tensor, state: dict[str, Tensor], step: int | Tensor
+    ) -> tuple[list[Tensor], list[float | Tensor], dict[str, Tensor]]:
         """``(raw directions, bias corrections, new_state)`` with ``d_k = raw_k · scales[k]``:
         a caller that multiplies the directions by per-tensor coefficients anyway folds the
-        bias corrections into them and saves a pass over the coordinates per momentum."""
-        if step < 1:
-            raise ValueError(f"step is 1-based, got {step}")
+        bias corrections into them and saves a pass over the coordinates per momentum.
+
+        ``step`` is the 1-based step: a Python int (the corrections are Python floats, computed
+        in double precision) or, under ``torch.compile``, a 0-d tensor (the corrections are 0-d
+        tensors on ``grad``'s device, except the gradient's ``1.0``: nothing is read on the
+        host, so the compiled step has no graph break)."""
+        tensor_step = _check_step(step)
+        t = _step_as(step, grad) if tensor_step else None
         dt = grad.dtype
         sdt = state["v"].dtype
         new: dict[str, Tensor] = {}
         v = torch.addcmul(state["v"].to(dt) * self.beta2, grad, grad, value=1 - self.beta2)
         new["v"] = v.to(sdt)
-        c2 = 1.0 / math.sqrt(1 - self.beta2**step)
+        if tensor_step:
+            c2: float | Tensor = one_minus_power(self.beta2, t).rsqrt()
+        else:
+            c2 = 1.0 / math.sqrt(1 - self.beta2**step)
         if torch.is_grad_enabled():
             # √max(v, 1e-30): finite second-order meta-gradients for never-moving coordinates
             denom = v.clamp_min(_V_FLOOR).sqrt().mul(c2).add(self.eps)
@@ -420,7 +487,9 @@ class Moments(Part):
             m = torch.lerp(state[f"m{k}"].to(dt), grad, 1 - beta)
             new[f"m{k}"] = m.to(sdt)
             raw.append(m / denom)
-            scales.append(1.0 / (1 - beta**step))
+            scales.append(
+                one_minus_power(beta, t).reciprocal() if tensor_step else 1.0 / (1 - beta**step)
+            )
         raw.append(grad / denom)
         scales.append(1.0)
         return raw, scales, new

@@ -133,8 +133,10 @@ class RMSNormalize(Part):
         return self.inverse_rms_of(segments.split(u), segments)
 
     def inverse_rms_of(self, pieces: list[Tensor], segments: Segments) -> Tensor:
-        """``[T]``: ``1 / (rms + eps)`` of each tensor, given as one flat piece per tensor."""
-        mean_square = torch.stack(torch._foreach_norm(pieces)).square() / segments.numels(pieces[0])
+        """``[T]``: ``1 / (rms + eps)`` of each tensor, given as one flat piece per tensor (a
+        shard's pieces when ``segments.sharded``: their sums are reduced to whole tensors')."""
+        sumsq = segments.reduce(torch.stack(torch._foreach_norm(pieces)).square())
+        mean_square = sumsq / segments.numels(pieces[0])
         return 1.0 / (mean_square.sqrt() + self.eps)
 
     def forward(self, u: Tensor, segments: Segments) -> Tensor:
@@ -182,6 +184,12 @@ class NewtonSchulz(Part):
 
     def forward(self, u: Tensor, segments: Segments) -> Tensor:
         segments.check(u)
+        if segments.sharded:
+            raise ValueError(
+                "NewtonSchulz orthogonalizes whole matrices and cannot step shards of them "
+                "(FSDP2-sharded parameters); use orthogonalize=False or leave these parameters "
+                "unsharded"
+            )
         pieces = []
         for piece, shape in zip(segments.split(u), segments.shapes):
             if len(shape) >= 2 and shape[0] > 1 and piece.numel() // shape[0] > 1:
