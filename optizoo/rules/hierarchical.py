@@ -44,6 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from optizoo.rules.base import State, UpdateRule
+from optizoo.rules.combine import combine_reference, segment_combine
 from optizoo.rules.parts import (
     LinearHead,
     Moments,
@@ -77,11 +78,14 @@ def _combine(vectors: list[Tensor], coef: Tensor, segments: Segments) -> Tensor:
     """``Σ_k coef[T(i), k] · vectors[k][i]``: per-tensor coefficients ``[T, K]`` times
     per-coordinate vectors (each ``[n]``).
 
-    Three equivalent paths: under autograd a loop over tensors (differentiable, no index
-    tensors); without autograd on the CPU, eagerly, the coefficients as Python numbers written
-    straight into one buffer (fewest passes; ``tolist`` is free on a CPU); elsewhere, and under
-    ``torch.compile`` (where ``tolist`` would break the graph), one broadcast of the coefficients
-    (no host synchronisation).
+    Equivalent paths: under autograd (meta-training) eagerly, one autograd node
+    (:func:`optizoo.rules.combine.segment_combine`: the coefficients broadcast once, a
+    hand-written backward; bit for bit the loop over tensors of
+    :func:`~optizoo.rules.combine.combine_reference`, which ran here before and still runs under
+    ``torch.compile``); without autograd on the CPU, eagerly, the coefficients as Python numbers
+    written straight into one buffer (fewest passes; ``tolist`` is free on a CPU); elsewhere, and
+    under ``torch.compile`` (where ``tolist`` would break the graph), one broadcast of the
+    coefficients (no host synchronisation).
     """
     if len(segments) == 1:
         rows = coef[0]
@@ -89,16 +93,11 @@ def _combine(vectors: list[Tensor], coef: Tensor, segments: Segments) -> Tensor:
         for k in range(1, len(vectors)):
             out = out.addcmul(vectors[k], rows[k])
         return out
-    pieces = [segments.split(v) for v in vectors]
     if torch.is_grad_enabled():
-        cols = coef.unbind(0)
-        outs = []
-        for i, c in enumerate(cols):
-            out = pieces[0][i] * c[0]
-            for k in range(1, len(vectors)):
-                out = out.addcmul(pieces[k][i], c[k])
-            outs.append(out)
-        return torch.cat(outs)
+        if torch.compiler.is_compiling():
+            return combine_reference(vectors, coef, segments)
+        return segment_combine(vectors, coef, segments)
+    pieces = [segments.split(v) for v in vectors]
     if coef.device.type == "cpu" and not torch.compiler.is_compiling():
         out = torch.empty_like(vectors[0])
         views = segments.split(out)

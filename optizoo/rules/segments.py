@@ -14,7 +14,7 @@ the shards (an all-reduce over the shard group), so that every rank sees whole-t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import torch
 from torch import Tensor
@@ -64,6 +64,7 @@ class Segments:
         self.numel = sum(self.sizes)
         self._reduce = reduce
         self._lengths: dict[torch.device, Tensor] = {}
+        self._memo: dict[Hashable, Tensor] = {}
 
     @property
     def sharded(self) -> bool:
@@ -103,6 +104,17 @@ class Segments:
             self._lengths[device] = t
         return t
 
+    def memo(self, key: Hashable, build: Callable[[], Tensor]) -> Tensor:
+        """``build()``, computed once per ``key`` for this batch (values that depend on the
+        shapes only, e.g. per-tensor constants; callers must not modify the result in place).
+        Not under ``torch.compile``, where it is rebuilt each call."""
+        if torch.compiler.is_compiling():
+            return build()
+        value = self._memo.get(key)
+        if value is None:
+            value = self._memo[key] = build()
+        return value
+
     def split(self, x: Tensor) -> list[Tensor]:
         """Views of ``x [n, ...]``, one per tensor."""
         return list(x.split(self.sizes)) if len(self.sizes) > 1 else [x]
@@ -140,4 +152,7 @@ class Segments:
 
     def numels(self, like: Tensor) -> Tensor:
         """``[T]``: the (whole) tensors' sizes as floats of ``like``'s dtype and device."""
-        return torch.tensor(self.full_sizes, dtype=like.dtype, device=like.device)
+        return self.memo(
+            ("numels", like.dtype, like.device),
+            lambda: torch.tensor(self.full_sizes, dtype=like.dtype, device=like.device),
+        )

@@ -297,7 +297,15 @@ class TensorStats(Part):
         return {"tensor_lg": torch.zeros(rows, dtype=dtype, device=device)}
 
     def static(self, segments: Segments, like: Tensor) -> Tensor:
-        """``[T, 3]``: the features that depend on the shapes only."""
+        """``[T, 3]``: the features that depend on the shapes only (built once per segments,
+        dtype and device: :meth:`Segments.memo`)."""
+        return segments.memo(
+            ("tensor_stats.static", like.dtype, like.device),
+            lambda: self._static(segments, like),
+        )
+
+    @staticmethod
+    def _static(segments: Segments, like: Tensor) -> Tensor:
         rows = []
         for shape in segments.shapes:
             numel = max(1, shape.numel())
