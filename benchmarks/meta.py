@@ -27,6 +27,16 @@ backward, ``optizoo.rules.fused_lstm``) and with the **unfused** composite cell 
 problems per meta-step), the **batched** problems (one vmapped loss, the default) against the
 per-problem loop.
 
+The shipped default's recipe (``configs/recipes/lstm-hierarchical.json``, its stage 0: the
+``HierarchicalRule`` on the 11-network ``mix`` task, 4 problems per meta-step, 30-step
+truncations, first order; no evaluation or checkpoint): meta-steps/s of the current code against
+the **pre-change** path of issue 16 (:func:`pre_change_path`: the per-tensor combination as a
+loop of autograd ops, ``optizoo.rules.combine.combine_reference``, and the shape-only per-tensor
+constants rebuilt every call), and against the opt-in ``reuse_gradients=True`` (first-order
+meta-gradients from the optimizee gradients already computed: the same to float rounding, not bit
+for bit); three trainers in one process, interleaved; current and pre-change train the same
+weights bit for bit.
+
     python benchmarks/meta.py                 # table on stdout
     python benchmarks/meta.py --markdown      # the table for docs/benchmarks.md
 """
@@ -34,19 +44,25 @@ per-problem loop.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
+import optizoo.rules.hierarchical as hierarchical_module
 import optizoo.rules.lstm as lstm_module
 from optizoo.meta.memory import GraphMeter
+from optizoo.rules.combine import combine_reference
 from optizoo.rules.fused_lstm import lstm_layer, lstm_layer_reference
+from optizoo.rules.segments import Segments
 
 unroll_module = sys.modules["optizoo.meta.unroll"]  # the package re-exports the function
 
@@ -177,6 +193,74 @@ def task_throughput(task: str, problems: int, unroll: int, repeats: int) -> dict
     return out
 
 
+# ------------------------------------------------------------------ the default's recipe
+
+RECIPE = "lstm-hierarchical"
+
+
+def _rebuild(self: Segments, key: object, build: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """:meth:`Segments.memo` without the cache (the pre-change path)."""
+    return build()
+
+
+@contextlib.contextmanager
+def pre_change_path():
+    """Run the hierarchical rule as before issue 16's meta-training changes: the per-tensor
+    combination under autograd as a loop over tensors (``combine_reference``) and no
+    :meth:`Segments.memo` cache (shape-only constants rebuilt each call). Same values."""
+    combine, memo = hierarchical_module.segment_combine, Segments.memo
+    hierarchical_module.segment_combine = combine_reference
+    Segments.memo = _rebuild  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        hierarchical_module.segment_combine = combine
+        Segments.memo = memo  # type: ignore[method-assign]
+
+
+class RecipeRun:
+    """A ``MetaTrainer`` on stage 0 of a shipped recipe (no evaluation, no checkpoint), on the
+    current code path or (``pre_change=True``) on :func:`pre_change_path`."""
+
+    def __init__(self, pre_change: bool, name: str = RECIPE, **overrides: object) -> None:
+        from optizoo.meta import MetaTrainer
+        from optizoo.meta.recipe import load_recipe
+
+        recipe = load_recipe(name)
+        config = dataclasses.replace(
+            recipe.stage_config(0), eval_every=0, checkpoint_every=0, **overrides
+        )
+        self.pre_change = pre_change
+        self.trainer = MetaTrainer(recipe.build_rule(), config.task, config=config, verbose=False)
+
+    def meta_steps(self, n: int) -> float:
+        """Run ``n`` meta-steps; their meta-steps/s."""
+        path = pre_change_path() if self.pre_change else contextlib.nullcontext()
+        with path:
+            start = time.perf_counter()
+            for _ in range(n):
+                self.trainer.step()
+            return n / (time.perf_counter() - start)
+
+
+def recipe_throughput(repeats: int, steps: int) -> dict[str, list[float]]:
+    """Meta-steps/s on the default's recipe of the current path, the pre-change path and the
+    opt-in ``reuse_gradients=True`` (the same meta-gradient to float rounding, not bit for bit),
+    interleaved (all see the same episodes in the same order), per repeat."""
+    runs = {
+        "current": RecipeRun(False),
+        "pre-change": RecipeRun(True),
+        "reuse_gradients": RecipeRun(False, reuse_gradients=True),
+    }
+    for r in runs.values():
+        r.meta_steps(1)  # warm-up
+    out: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(repeats):
+        for name, r in runs.items():
+            out[name].append(r.meta_steps(steps))
+    return out
+
+
 # ------------------------------------------------------------------ memory meter
 
 
@@ -274,6 +358,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--task-unroll", type=int, default=5, help="unroll on mlp/conv")
     parser.add_argument("--task-repeats", type=int, default=3, help="rounds on mlp/conv (0: skip)")
+    parser.add_argument(
+        "--recipe-repeats", type=int, default=3, help=f"rounds on the {RECIPE} recipe (0: skip)"
+    )
+    parser.add_argument(
+        "--recipe-steps", type=int, default=10, help="meta-steps per round on the recipe"
+    )
     parser.add_argument("--child", choices=["ours", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--horizon", type=int, default=100, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -290,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         t: task_throughput(t, args.task_problems, args.task_unroll, args.task_repeats)
         for t in (("mlp", "conv") if args.task_repeats else ())
     }
+    recipe_tp = (
+        recipe_throughput(args.recipe_repeats, args.recipe_steps) if args.recipe_repeats else None
+    )
     h0, h1 = args.horizons[0], args.horizons[-1]
     tp_long = throughput(max(1, args.repeats // 2), 1, h1) if h1 != 100 else None
     mem = memory_table(args.horizons, args.threads)
@@ -318,6 +411,25 @@ def main(argv: list[str] | None = None) -> int:
                 f"{statistics.median(res['batched']):,.0f} / {statistics.median(res['loop']):,.0f}",
                 "",
                 f"batched/looped {statistics.median(gain):.2f}× (range {min(gain):.2f}–{max(gain):.2f})",
+            )
+        )
+    if recipe_tp is not None:
+        cur, pre = recipe_tp["current"], recipe_tp["pre-change"]
+        reuse = recipe_tp["reuse_gradients"]
+        gain = [c / p for c, p in zip(cur, pre)]
+        reuse_gain = [r / p for r, p in zip(reuse, pre)]
+        rows.append(
+            (
+                f"{RECIPE} recipe (mix, 4 problems, unroll 30): meta-steps/s current / "
+                f"pre-change path / reuse_gradients, {args.recipe_steps} per round (median of "
+                f"{args.recipe_repeats})",
+                f"{statistics.median(cur):.2f} / {statistics.median(pre):.2f} / "
+                f"{statistics.median(reuse):.2f}",
+                "",
+                f"current/pre-change {statistics.median(gain):.2f}× (range {min(gain):.2f}–"
+                f"{max(gain):.2f}); reuse_gradients/pre-change "
+                f"{statistics.median(reuse_gain):.2f}× (range {min(reuse_gain):.2f}–"
+                f"{max(reuse_gain):.2f})",
             )
         )
     if tp_long is not None:

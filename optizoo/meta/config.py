@@ -101,6 +101,13 @@ class MetaConfig:
             with ``unroll == horizon`` makes the meta-loss the loss after the unroll.
         second_order: differentiate through the optimizee gradients (default: treat them as
             constants, as Andrychowicz et al. 2016).
+        reuse_gradients: first order only, opt-in speed-up: the meta-gradient takes the
+            derivative of each loss before an update from the optimizee gradient the unroll
+            computed anyway, instead of a second backward through the optimizee
+            (:class:`optizoo.meta.unroll.KnownGradient`). The same meta-gradient
+            mathematically, to float rounding numerically (so not bit for bit the default's
+            weights); faster (1.2-1.3x on the ``lstm-hierarchical`` recipe) and the losses'
+            graphs are freed at once.
         checkpoint_every: write ``checkpoint.pt`` every this many meta-steps (and at the end of
             every :meth:`~MetaTrainer.fit`); 0: only at the end.
         device: where problems and the rule live (``"cpu"``, ``"cuda"``...).
@@ -146,6 +153,7 @@ class MetaConfig:
     seed: int = 0
     loss_weights: list[float] | None = None
     second_order: bool = False
+    reuse_gradients: bool = False
     checkpoint_every: int = 100
     device: str = "cpu"
     meta_objective: dict[str, Any] | str | None = None
@@ -206,6 +214,13 @@ class MetaConfig:
             raise TypeError(f"task_args must be a dict, got {type(self.task_args).__name__}")
         self.task_args = dict(self.task_args)
         self.second_order = bool(self.second_order)
+        if not isinstance(self.reuse_gradients, bool):
+            raise TypeError(f"reuse_gradients must be True or False, got {self.reuse_gradients!r}")
+        if self.reuse_gradients and self.second_order:
+            raise ValueError(
+                "reuse_gradients=True applies to first-order meta-gradients only; drop it or "
+                "second_order=True"
+            )
         self.device = str(self.device)
         self.meta_objective = check_meta_objective(self.meta_objective)
         if self.rule_seed is not None:

@@ -134,7 +134,7 @@ class MetaTrainer:
             :meth:`resume` instead.
         **options: the fields of :class:`MetaConfig` (``unroll``, ``horizon``, ``meta_lr``,
             ``clip``, ``problems_per_step``, ``eval_problems``, ``eval_every``,
-            ``eval_horizon``, ``seed``, ``loss_weights``, ``second_order``,
+            ``eval_horizon``, ``seed``, ``loss_weights``, ``second_order``, ``reuse_gradients``,
             ``checkpoint_every``, ``device``).
 
     Under ``torch.distributed`` (e.g. ``torchrun``), each rank unrolls
@@ -414,6 +414,7 @@ class MetaTrainer:
         losses, flat, state = unroll_flat(
             self.rule, problems, self._layout, flat, state,
             steps=steps, start=t, second_order=cfg.second_order,
+            reuse_gradients=cfg.reuse_gradients,
         )  # fmt: skip
         meta_loss, extra = self.meta_loss(losses, problems, flat, t, steps)
         self.meta_opt.zero_grad(set_to_none=True)
@@ -546,6 +547,8 @@ class MetaTrainer:
             record["selection"]["on"] = "validation loss of held-out problems after eval_horizon"
         if cfg.rule_seed is not None:
             record["rule_seed"] = cfg.rule_seed
+        if cfg.reuse_gradients:
+            record["reuse_gradients"] = True
         return record
 
     def _save_rule(self, path: Path, state: dict[str, Tensor], meta_step: int | None) -> None:

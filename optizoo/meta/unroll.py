@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -200,6 +201,47 @@ def _flat_grad(total: Tensor, flat: Tensor, *, create_graph: bool, retain_graph:
     return torch.zeros_like(flat) if g is None else g
 
 
+class KnownGradient(torch.autograd.Function):
+    """Per-problem losses ``[P]`` whose gradient with respect to the flat parameters is already
+    known: the first-order optimizee gradient ``g`` that the unroll computed anyway.
+
+    ``KnownGradient.apply(flat, losses, grad, sizes)`` returns ``losses`` (the values, without
+    their graph) and backpropagates ``∂/∂flat = c_p · g`` on problem ``p``'s coordinates (``sizes``:
+    the coordinates of each problem, in order) for an upstream gradient ``c [P]``. The meta-gradient
+    then never runs the optimizee's backward a second time (and the losses' graphs are freed at
+    once). Mathematically the same meta-gradient as backpropagating through the losses; in floating
+    point it differs by rounding (the loss graph's backward with ``c`` at its top against ``c``
+    times that backward with 1).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, flat: Tensor, losses: Tensor, grad: Tensor, sizes: list[int]) -> Tensor:
+        ctx.sizes = sizes
+        ctx.save_for_backward(grad)
+        return losses.detach().clone()
+
+    @staticmethod
+    def backward(ctx: Any, upstream: Tensor) -> tuple[Tensor | None, ...]:
+        (grad,) = ctx.saved_tensors
+        sizes = ctx.sizes
+        per = upstream.to(grad.dtype)
+        if len(sizes) == 1:
+            scale = per.expand(grad.shape[0])
+        else:
+            counts = torch.tensor(sizes, dtype=torch.int64, device=grad.device)
+            scale = torch.repeat_interleave(per, counts, output_size=grad.shape[0])
+        return grad * scale, None, None, None
+
+
+def _problem_sizes(layout: Layout) -> list[int]:
+    """Coordinates of each problem of ``layout``, in order."""
+    out, i = [], 0
+    for shapes in layout.shapes:
+        out.append(sum(layout.sizes[i : i + len(shapes)]))
+        i += len(shapes)
+    return out
+
+
 def unroll_flat(
     rule: UpdateRule,
     problems: list[Problem],
@@ -211,14 +253,26 @@ def unroll_flat(
     start: int = 0,
     second_order: bool = False,
     batch_problems: bool = True,
+    reuse_gradients: bool = False,
 ) -> tuple[Tensor, Tensor, State]:
     """The unroll loop on a flat vector (what :func:`unroll` and the trainer run).
 
     ``batch_problems``: evaluate the losses of problems that stack (``P`` samples of one task)
     as one vmapped call (:mod:`optizoo.meta.batched`); same results to float rounding.
 
+    ``reuse_gradients`` (first order only; opt-in): the losses before each update carry the
+    optimizee gradient the step computed as their gradient (:class:`KnownGradient`) instead of
+    their graph, so the meta-backward does not run the optimizee's backward again and the
+    losses' graphs are freed at once. The same meta-gradient mathematically; in floating point
+    it differs by rounding (~1e-7 of the largest entry in float32; see ``docs/benchmarks.md``).
+
     Returns ``(losses [steps + 1, P], final flat [n], final state)``, all with graph.
     """
+    if reuse_gradients and second_order:
+        raise ValueError(
+            "reuse_gradients applies to first-order meta-gradients only (the optimizee gradients "
+            "are constants); with second_order=True the losses must keep their graphs"
+        )
     if not flat.requires_grad:
         flat = flat.detach().requires_grad_(True)
     kw = rule_kwargs(rule, lambda: layout.segments)
@@ -226,11 +280,12 @@ def unroll_flat(
         state = rule.init_state(flat.detach(), **kw)
     needs_param = bool(getattr(rule, "needs_param", False))
     stacked = _stacked(problems, layout, batch_problems)
+    sizes = _problem_sizes(layout) if reuse_gradients else []
     rows: list[Tensor] = []
     for t in range(start, start + steps):
         total, per = _losses(problems, layout, flat, t, stacked)
-        rows.append(per)
-        g = _flat_grad(total, flat, create_graph=second_order, retain_graph=True)
+        g = _flat_grad(total, flat, create_graph=second_order, retain_graph=not reuse_gradients)
+        rows.append(KnownGradient.apply(flat, per.detach(), g, sizes) if reuse_gradients else per)
         update, state = rule(g, state, param=flat if needs_param else None, step=t + 1, **kw)
         flat = flat + update
     rows.append(_losses(problems, layout, flat, start + steps, stacked)[1])
