@@ -158,3 +158,34 @@ def weights_sha256(module: nn.Module) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+#: the ``state_dtype`` options of the learned rules: a fixed dtype, or ``None`` for ``"auto"``
+STATE_DTYPES: dict[str, torch.dtype | None] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "auto": None,
+}
+
+
+def check_state_dtype(state_dtype: Any) -> str:
+    """``state_dtype`` if it is one of :data:`STATE_DTYPES`' names, else a ``ValueError``."""
+    if not isinstance(state_dtype, str) or state_dtype not in STATE_DTYPES:
+        raise ValueError(f"state_dtype must be one of {sorted(STATE_DTYPES)}, got {state_dtype!r}")
+    return state_dtype
+
+
+class StateDtypeOption:
+    """The ``state_dtype`` option of a learned rule (mixed into an :class:`UpdateRule`):
+    ``"auto"`` (:meth:`UpdateRule.state_dtype`'s choice), ``"float32"`` or ``"bfloat16"`` (half
+    the per-coordinate state; the arithmetic stays float32), kept in ``state_dtype_name``."""
+
+    state_dtype_name: str = "auto"
+
+    def set_state_dtype(self, state_dtype: str) -> None:
+        """Change the state dtype; the weights, and so their sha256 identity, stay the same."""
+        self.state_dtype_name = check_state_dtype(state_dtype)
+
+    def state_dtype(self, param_dtype: torch.dtype) -> torch.dtype:
+        fixed = STATE_DTYPES[self.state_dtype_name]
+        return fixed if fixed is not None else super().state_dtype(param_dtype)  # type: ignore[misc]

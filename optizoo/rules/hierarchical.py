@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from optizoo.rules.base import State, UpdateRule
+from optizoo.rules.base import State, StateDtypeOption, UpdateRule, check_state_dtype
 from optizoo.rules.combine import combine_reference, segment_combine
 from optizoo.rules.parts import (
     LinearHead,
@@ -56,8 +56,6 @@ from optizoo.rules.parts import (
 )
 
 __all__ = ["HierarchicalRule"]
-
-_STATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "auto": None}
 
 
 def _positive(value: Any, name: str) -> float:
@@ -113,7 +111,7 @@ def _combine(vectors: list[Tensor], coef: Tensor, segments: Segments) -> Tensor:
     return out
 
 
-class HierarchicalRule(UpdateRule):
+class HierarchicalRule(StateDtypeOption, UpdateRule):
     """Per-tensor LSTM over per-tensor statistics steering an Adam-like coordinate-wise update.
 
     Args:
@@ -155,10 +153,7 @@ class HierarchicalRule(UpdateRule):
         state_dtype: str = "auto",
     ) -> None:
         super().__init__()
-        if state_dtype not in _STATE_DTYPES:
-            raise ValueError(
-                f"state_dtype must be one of {sorted(_STATE_DTYPES)}, got {state_dtype!r}"
-            )
+        check_state_dtype(state_dtype)
         self.moments = Moments(betas, beta2, eps)
         self.stats = TensorStats(progress)
         self.cell = TensorLSTM(self.stats.out_features, hidden_size, num_layers)
@@ -176,25 +171,11 @@ class HierarchicalRule(UpdateRule):
         self.ns = NewtonSchulz() if self.orthogonalize else None
         self.state_dtype_name = state_dtype
 
-    def set_state_dtype(self, state_dtype: str) -> None:
-        """Change the state dtype (``"auto"``, ``"float32"`` or ``"bfloat16"``: half the
-        per-coordinate state, the arithmetic stays float32); the weights, and so their sha256
-        identity, stay the same."""
-        if state_dtype not in _STATE_DTYPES:
-            raise ValueError(
-                f"state_dtype must be one of {sorted(_STATE_DTYPES)}, got {state_dtype!r}"
-            )
-        self.state_dtype_name = state_dtype
-
     def decay_lr(self) -> Tensor:
         """The nominal step size ``exp(log_lr)``: a param group's ``weight_decay`` decays
         ``p ← p · (1 − lr · weight_decay · exp(log_lr))`` (AdamW's rule at the nominal lr), on top
         of the rule's own learned decay."""
         return self.log_lr.detach().exp()
-
-    def state_dtype(self, param_dtype: torch.dtype) -> torch.dtype:
-        fixed = _STATE_DTYPES[self.state_dtype_name]
-        return fixed if fixed is not None else super().state_dtype(param_dtype)
 
     def state_floats_per_coordinate(self) -> int:
         """Floats of per-coordinate state (the per-tensor state is a few dozen floats a tensor)."""

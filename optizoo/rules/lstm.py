@@ -51,7 +51,13 @@ from torch import Tensor, nn
 
 from optizoo._validate import nonnegative_finite, positive_finite, positive_int
 from optizoo.preprocess.base import Preprocessor
-from optizoo.rules.base import State, UpdateRule, log_learning_rate
+from optizoo.rules.base import (
+    State,
+    StateDtypeOption,
+    UpdateRule,
+    check_state_dtype,
+    log_learning_rate,
+)
 from optizoo.rules.parts import (
     MLP,
     CoordinateLSTM,
@@ -65,7 +71,6 @@ from optizoo.rules.parts import (
 
 __all__ = ["LSTMRule"]
 
-_STATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "auto": None}
 _PARAMETERIZATIONS = ("direct", "nominal")
 _CELLS = ("lstm", "mlp")
 #: the parts' tensor names -> the names weight files have always used
@@ -99,12 +104,7 @@ def _from_legacy(module, state_dict, prefix, *args) -> None:
     _rename(state_dict, prefix, [(new, old) for old, new in _LEGACY_NAMES])
 
 
-def _check_state_dtype(state_dtype: str) -> None:
-    if state_dtype not in _STATE_DTYPES:
-        raise ValueError(f"state_dtype must be one of {sorted(_STATE_DTYPES)}, got {state_dtype!r}")
-
-
-class LSTMRule(UpdateRule):
+class LSTMRule(StateDtypeOption, UpdateRule):
     """Coordinate-wise LSTM optimizer.
 
     Args:
@@ -157,7 +157,7 @@ class LSTMRule(UpdateRule):
         positive_int(hidden_size, "hidden_size")
         positive_int(num_layers, "num_layers")
         positive_finite(output_scale, "output_scale")
-        _check_state_dtype(state_dtype)
+        check_state_dtype(state_dtype)
         if parameterization not in _PARAMETERIZATIONS:
             raise ValueError(
                 f"parameterization must be one of {list(_PARAMETERIZATIONS)}, got "
@@ -274,22 +274,12 @@ class LSTMRule(UpdateRule):
             return self.features.out_features
         return self.preprocess.out_features
 
-    def set_state_dtype(self, state_dtype: str) -> None:
-        """Change the state dtype (``"auto"``, ``"float32"`` or ``"bfloat16"``); the weights,
-        and so their sha256 identity, stay the same."""
-        _check_state_dtype(state_dtype)
-        self.state_dtype_name = state_dtype
-
     def decay_lr(self) -> Tensor | None:
         """The nominal step's learned learning rate ``exp(log_lr)`` (``None`` for the paper's
         direct parameterization, which has no step size)."""
         if self.parameterization != "nominal":
             return None
         return self.log_lr.detach().exp()
-
-    def state_dtype(self, param_dtype: torch.dtype) -> torch.dtype:
-        fixed = _STATE_DTYPES[self.state_dtype_name]
-        return fixed if fixed is not None else super().state_dtype(param_dtype)
 
     def init_state(self, flat: Tensor) -> State:
         shape = (flat.shape[0], self.num_layers, self.hidden_size)
