@@ -46,9 +46,7 @@ def main(steps_sgd: int = 5000, steps_lstm: int = 2000) -> dict[str, tuple[float
         f"lstm-quadratic, {steps_lstm} steps": fit(
             lambda p: optizoo.LSTMOptimizer(p, weights="lstm-quadratic"), steps_lstm
         ),
-        f"default, {steps_lstm} steps": fit(
-            lambda p: optizoo.LSTMOptimizer(p), steps_lstm
-        ),
+        f"default, {steps_lstm} steps": fit(lambda p: optizoo.LSTMOptimizer(p), steps_lstm),
     }
     for name, (loss, w, b) in results.items():
         print(f"{name:>32}: loss {loss:9.4f}   w {w:8.4f}   b {b:9.4f}")
