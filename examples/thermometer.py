@@ -3,8 +3,8 @@
 The model is t_y ≈ w · (0.1 · t_x) + b with mean squared error. The only line that differs
 between the runs is the optimizer's construction. The least-squares solution (numpy) is printed
 as the reference. SGD and ``lstm-quadratic`` (meta-trained on least-squares problems) reach it;
-the default ``lstm-mlp`` has a *learned weight decay* (it was meta-trained for validation loss on
-networks, like a tuned AdamW), so it settles on a slightly shrunk, regularized fit instead.
+the default ``lstm-hierarchical-val`` has a *learned weight decay* (an AdamW-like update
+meta-trained for validation loss on networks), so it settles on a shrunk, regularized fit instead.
 
     python examples/thermometer.py
 """
@@ -46,9 +46,7 @@ def main(steps_sgd: int = 5000, steps_lstm: int = 2000) -> dict[str, tuple[float
         f"lstm-quadratic, {steps_lstm} steps": fit(
             lambda p: optizoo.LSTMOptimizer(p, weights="lstm-quadratic"), steps_lstm
         ),
-        f"lstm-mlp (default), {steps_lstm} steps": fit(
-            lambda p: optizoo.LSTMOptimizer(p), steps_lstm
-        ),
+        f"default, {steps_lstm} steps": fit(lambda p: optizoo.LSTMOptimizer(p), steps_lstm),
     }
     for name, (loss, w, b) in results.items():
         print(f"{name:>32}: loss {loss:9.4f}   w {w:8.4f}   b {b:9.4f}")

@@ -24,7 +24,7 @@ State follows torch's conventions, so every client of ``torch.optim`` (``torch.s
 
 FSDP2 (``fully_shard``): a coordinate-wise rule steps each ``DTensor`` parameter on its local
 shard, which needs no communication. A rule with per-tensor parts
-(:attr:`~optizoo.rules.UpdateRule.per_tensor`, the default ``lstm-hierarchical``) steps the
+(:attr:`~optizoo.rules.UpdateRule.per_tensor`, the default ``lstm-hierarchical-val``) steps the
 local shards too when it :meth:`~optizoo.rules.UpdateRule.supports_sharding`: the per-tensor sums
 its statistics need are all-reduced over each parameter's shard group (one small ``[T, 5]``
 all-reduce per call), so every rank runs the same per-tensor LSTM on whole-tensor statistics;
@@ -846,7 +846,7 @@ class LSTMOptimizer(LearnedOptimizer):
     Args:
         params: parameters or param groups.
         lr: multiplies the learned update (``1.0`` = as meta-trained).
-        weights: ``"default"`` (the shipped default, ``lstm-hierarchical``: a per-tensor LSTM
+        weights: ``"default"`` (the shipped default, ``lstm-hierarchical-val``: a per-tensor LSTM
             steering an AdamW-like update; FSDP2-sharded parameters work, its per-tensor
             statistics all-reduced over the shards; ``"lstm-mlp"`` is a coordinate-wise LSTM
             that needs no communication), a pretrained name from

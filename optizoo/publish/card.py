@@ -350,7 +350,8 @@ def where_it_loses(training: Mapping[str, Any], name: str) -> list[str]:
             f"In every recorded comparison (task `{evaluation.get('task', '?')}`) the mean of "
             f"{name} is lower than that of {baselines}; that says nothing about other tasks."
         )
-    if not blocks:
+    suite_cells = suite.get("cells") if isinstance(suite, Mapping) else None
+    if not blocks and not gen.get("rows") and not suite_cells:
         out.append(
             "This file records no comparison against tuned baselines, so there is no evidence "
             "that it beats a hand-designed optimizer with a tuned learning rate anywhere; "

@@ -25,8 +25,13 @@ from optizoo.meta.recipe import (
 from optizoo.zoo.format import read_metadata
 from tests.helpers import ROOT
 
-NAMES = ["lstm-mlp", "lstm-quadratic", "lstm-hierarchical"]
-META_STEPS = {"lstm-mlp": 150, "lstm-quadratic": 3000, "lstm-hierarchical": 500}
+NAMES = ["lstm-mlp", "lstm-quadratic", "lstm-hierarchical", "lstm-hierarchical-val"]
+META_STEPS = {
+    "lstm-mlp": 150,
+    "lstm-quadratic": 3000,
+    "lstm-hierarchical": 500,
+    "lstm-hierarchical-val": 1000,
+}
 
 
 @pytest.fixture(autouse=True)

@@ -89,3 +89,12 @@ def test_a_card_links_its_suite_figure_when_present(load_script, tmp_path):
         meta, name="g", sha256="0" * 64, figures=[(build_zoo_docs.SUITE_CAPTION, "g-suite.png")]
     )
     assert "![Architecture suite" in card and "(g-suite.png)" in card
+
+
+def test_a_suite_or_held_out_record_is_a_comparison_with_tuned_baselines():
+    """'records no comparison' is said only of a file with no comparison of any kind."""
+    none = "records no comparison against tuned baselines"
+    assert any(none in s for s in where_it_loses({"task": "mix"}, "g"))
+    assert not any(none in s for s in where_it_loses(_training(), "g"))
+    held_out = {"generalization": {"rows": [{"task": "t", "steps": 10, "verdict": "better"}]}}
+    assert not any(none in s for s in where_it_loses(held_out, "g"))
