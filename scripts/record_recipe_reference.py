@@ -12,6 +12,10 @@ held-out problems, evaluated every meta-step, ``problems_per_step`` at most 2), 
 stage seeds and the hand-over of the best rule between stages are exercised; ``lstm-mlp`` also
 runs with the scale-free validation objective (``"log": true``, train weight 0.5). One thread.
 The fixture holds each run's final weights, as ``NAME/TENSOR``.
+
+``lstm-hierarchical-val`` (shipped later the same day) was added to the fixture by running this
+module's ``short_recipes``/``train`` on the same pre-change code (commit 281d41c, which already
+had the validation splits and the log validation objective), the other entries left as recorded.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from safetensors.torch import load_file, save_file
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "meta" / "data" / "recipe_reference.safetensors"
-RECIPES = ("lstm-quadratic", "lstm-mlp", "lstm-hierarchical")
+RECIPES = ("lstm-quadratic", "lstm-mlp", "lstm-hierarchical", "lstm-hierarchical-val")
 
 
 def short_recipes() -> dict[str, dict]:
