@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from optizoo.errors import OptizooError
@@ -222,11 +223,8 @@ def run_compare(
     """Run ``optizoo compare``; return the exit status."""
     from optizoo.compare import DEFAULT_GRID, compare
 
-    out = out if out is not None else sys.stdout
-    err = err if err is not None else sys.stderr
-    try:
-        _check_outputs(args)
-        result = compare(
+    def run() -> Any:
+        return compare(
             args.task,
             args.optimizers,
             steps=args.steps,
@@ -242,18 +240,8 @@ def run_compare(
             threads=args.threads,
             verbose=not args.quiet,
         )
-        out.write(result.table())
-        for at in args.at:
-            out.write("\n" + result.table(at=at))
-        if args.plot:
-            path = result.plot(args.plot, band=args.band)
-            out.write(f"\nfigure: {path}\n")
-        if args.json:
-            path = result.save_json(args.json)
-            out.write(f"results: {path}\n")
-    except (OptizooError, ValueError, TypeError, KeyError) as exc:
-        return _fail("compare", exc, err)
-    return 0
+
+    return _run_and_report("compare", args, run, out, err, tables_at=args.at)
 
 
 def run_evaluate(
@@ -262,10 +250,7 @@ def run_evaluate(
     """Run ``optizoo evaluate``; return the exit status."""
     from optizoo.compare.evaluate import evaluate
 
-    out = out if out is not None else sys.stdout
-    err = err if err is not None else sys.stderr
-    try:
-        _check_outputs(args)
+    def run() -> Any:
         common: dict[str, Any] = {  # the options both suites take the same way
             "tasks": args.tasks,
             "seeds": args.seeds,
@@ -301,14 +286,38 @@ def run_evaluate(
                 threads=args.threads,
                 **common,
             )
-        out.write(report.table())
+        return report
+
+    return _run_and_report("evaluate", args, run, out, err)
+
+
+def _run_and_report(
+    command: str,
+    args: argparse.Namespace,
+    run: Callable[[], Any],
+    out: TextIO | None,
+    err: TextIO | None,
+    *,
+    tables_at: Sequence[int] = (),
+) -> int:
+    """Check the outputs, ``run()`` the comparison or evaluation, then print its table (and the
+    tables at ``tables_at``), write the figure(s) and the JSON; a bad input is one line on
+    ``err`` and exit status 2."""
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    try:
+        _check_outputs(args)
+        result = run()
+        out.write(result.table())
+        for at in tables_at:
+            out.write("\n" + result.table(at=at))
         if args.plot:
-            shown = report.plot(args.plot, band=args.band)
+            shown = result.plot(args.plot, band=args.band)
             paths = shown if isinstance(shown, list) else [shown]
             out.write("\n" + "".join(f"figure: {p}\n" for p in paths))
         if args.json:
-            path = report.save_json(args.json)
+            path = result.save_json(args.json)
             out.write(f"results: {path}\n")
     except (OptizooError, ValueError, TypeError, KeyError) as exc:
-        return _fail("evaluate", exc, err)
+        return _fail(command, exc, err)
     return 0
