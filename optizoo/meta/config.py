@@ -234,9 +234,7 @@ class MetaConfig:
     @property
     def total_meta_steps(self) -> int | None:
         """Meta-steps of all stages together (``None`` without stages)."""
-        if self.stages is None:
-            return None
-        return sum(int(stage["meta_steps"]) for stage in self.stages)
+        return None if self.stages is None else sum(self.stage_meta_steps())
 
     def stage_meta_steps(self) -> list[int]:
         """The ``meta_steps`` of each stage (``[]`` without stages)."""

@@ -114,8 +114,7 @@ def validation_rollout(
         state = {k: v.detach() for k, v in state.items()}
         with torch.no_grad():
             values.append(float(validation_term(validation_losses(problems, layout, flat), log)))
-    value = sum(values) / len(values)
-    return value if math.isfinite(value) else math.inf
+    return _finite(sum(values) / len(values))
 
 
 def _finite(value: float) -> float:

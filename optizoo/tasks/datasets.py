@@ -43,6 +43,7 @@ __all__ = [
     "check_dtype",
     "check_generator",
     "check_step",
+    "check_validation_split",
     "digits_split",
     "draw_seed",
     "dtype_name",
@@ -279,6 +280,23 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> I
 
 _GOLDEN = 0x9E3779B97F4A7C15
 _MASK64 = (1 << 64) - 1
+
+
+def check_validation_split(k: int, n: int, batch_size: int | None) -> None:
+    """Check that holding back the last ``k`` of ``n`` training examples as a validation split
+    leaves at least one example, and at least a minibatch of ``batch_size`` (``None``: full
+    batch).
+
+    Raises:
+        ValueError: ``k`` is not between 1 and ``n − 1``, or leaves fewer than ``batch_size``.
+    """
+    if not 0 < k < n:
+        raise ValueError(f"validation={k} must be between 1 and {n - 1} for this task's data")
+    if batch_size is not None and batch_size > n - k:
+        raise ValueError(
+            f"validation={k} leaves {n - k} training examples, fewer than the batch size "
+            f"{batch_size}; use a smaller validation split"
+        )
 
 
 class EpochSampler:

@@ -37,6 +37,7 @@ from optizoo.tasks.datasets import (
     check_dtype,
     check_generator,
     check_step,
+    check_validation_split,
     draw_seed,
     dtype_name,
     load_dataset,
@@ -197,12 +198,11 @@ class ClassifierProblem(Problem):
         its ``eval_loss`` split (same initial weights and minibatch seed).
 
         Raises:
-            ValueError: ``k`` is not between 1 and the number of training examples − 1.
+            ValueError: ``k`` leaves no training example, or fewer than a minibatch.
         """
         data = self.data
         n = int(data.y_train.shape[0])
-        if not 0 < k < n:
-            raise ValueError(f"validation={k} must be between 1 and {n - 1} for this task's data")
+        check_validation_split(k, n, self.batch_size)
         split = dataclasses.replace(
             data,
             x_train=data.x_train[: n - k],

@@ -32,6 +32,7 @@ from optizoo.tasks.datasets import (
     check_dtype,
     check_generator,
     check_step,
+    check_validation_split,
     draw_seed,
     dtype_name,
     resolve_device,
@@ -200,13 +201,7 @@ class ModuleProblem(Problem):
             ValueError: ``k`` leaves no training example, or fewer than a minibatch.
         """
         n = self.num_train
-        if not 0 < k < n:
-            raise ValueError(f"validation={k} must be between 1 and {n - 1} for this task's data")
-        if self.batch_size is not None and self.batch_size > n - k:
-            raise ValueError(
-                f"validation={k} leaves {n - k} training examples, fewer than the batch size "
-                f"{self.batch_size}; use a smaller validation split"
-            )
+        check_validation_split(k, n, self.batch_size)
         x, y = self._x_train, self._y_train
         split = SupervisedData(x[: n - k], y[: n - k], x[n - k :], y[n - k :])
         return ModuleProblem(

@@ -66,6 +66,9 @@ def test_bad_validation_splits_are_refused():
         base.validation_split(base.num_train)
     with pytest.raises(ValueError, match="batch size"):
         base.validation_split(base.num_train - 4)
+    classifier = _problem("mlp", hidden=[4], batch_size=16)  # the same check for classifiers
+    with pytest.raises(ValueError, match="batch size"):
+        classifier.validation_split(classifier.num_train - 8)
     for bad in (1.5, -1, 0.0, True, "0.2"):
         with pytest.raises(ValueError, match="validation must be"):
             tasks.build("mix", tasks=[{"task": "quadratic"}], validation=bad)
