@@ -10,10 +10,11 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_script_module(name: str) -> ModuleType:
-    """Import ``scripts/NAME.py`` from its file, without putting ``scripts/`` on ``sys.path``."""
-    path = ROOT / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"optizoo_scripts_{name}", path)
+def load_script_module(name: str, folder: str = "scripts") -> ModuleType:
+    """Import ``FOLDER/NAME.py`` (``scripts/`` by default, or ``benchmarks/``) from its file,
+    without putting the folder on ``sys.path``."""
+    path = ROOT / folder / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"optizoo_{folder}_{name}", path)
     assert spec is not None and spec.loader is not None, path
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses and pickling look their module up here

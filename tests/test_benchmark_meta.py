@@ -4,24 +4,16 @@ train the same weights bit for bit (so the row compares speed only)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import torch
 
 import optizoo.rules.hierarchical as hierarchical
 from optizoo.rules.combine import combine_reference, segment_combine
 from optizoo.rules.segments import Segments
+from tests.helpers import load_script_module
 
 
 def _benchmark():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "meta.py"
-    spec = importlib.util.spec_from_file_location("meta_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["meta_benchmark"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script_module("meta", "benchmarks")
 
 
 def test_pre_change_path_swaps_in_the_loop_and_restores():

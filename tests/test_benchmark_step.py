@@ -3,9 +3,7 @@ coordinate-wise LSTM's fused and unfused cells side by side against one Adam bas
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ import torch
 
 import optizoo.rules.parts.cells as cells_module
 from optizoo.rules.fused_lstm import lstm_layer, lstm_layer_reference
+from tests.helpers import load_script_module
 
 needs_clear_refs = pytest.mark.skipif(
     not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc/self/clear_refs"
@@ -20,12 +19,7 @@ needs_clear_refs = pytest.mark.skipif(
 
 
 def _benchmark():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "step.py"
-    spec = importlib.util.spec_from_file_location("step_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["step_benchmark"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script_module("step", "benchmarks")
 
 
 @needs_clear_refs

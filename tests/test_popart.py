@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 
 import pytest
 import torch
@@ -454,15 +453,9 @@ def test_torch_compile_inductor() -> None:
 
 
 def _load_benchmark():
-    import importlib.util
-    from pathlib import Path
+    from tests.helpers import load_script_module
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "popart_binary.py"
-    spec = importlib.util.spec_from_file_location("popart_binary", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["popart_binary"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script_module("popart_binary", "benchmarks")
 
 
 def test_binary_regression_outlier_hits_art_harder_than_popart() -> None:

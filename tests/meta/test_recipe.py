@@ -34,12 +34,7 @@ META_STEPS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # bit-for-bit comparisons: one thread
 
 
 def short(name: str, **stage: object) -> dict:
